@@ -1,0 +1,208 @@
+"""Listening sockets and the accept loop: the only place that binds ports.
+
+Listener kinds are data (ARCHITECTURE habit 8, chasquid's SocketMode): a session knows from its
+kind whether TLS is already on (465/993/995) before it builds EHLO or CAPABILITY.
+Sockets are bound first, while still root, and served after privileges are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mailroom.config import Endpoint
+from mailroom.logs import new_conn_id
+
+log = logging.getLogger("mailroom.net")
+
+
+@dataclass(frozen=True)
+class ListenerKind:
+    service: str  # config key: smtp, submission, submissions, imap, imaps, pop3, pop3s, http, https
+    protocol: str  # smtp, imap, pop3, http
+    tls: str  # none | starttls | implicit
+    submission: bool = False  # AUTH required, relay allowed for authenticated users
+
+
+KINDS: dict[str, ListenerKind] = {
+    "smtp": ListenerKind("smtp", "smtp", "starttls"),
+    "submission": ListenerKind("submission", "smtp", "starttls", submission=True),
+    "submissions": ListenerKind("submissions", "smtp", "implicit", submission=True),
+    "imap": ListenerKind("imap", "imap", "starttls"),
+    "imaps": ListenerKind("imaps", "imap", "implicit"),
+    "pop3": ListenerKind("pop3", "pop3", "starttls"),
+    "pop3s": ListenerKind("pop3s", "pop3", "implicit"),
+    "http": ListenerKind("http", "http", "none"),
+    "https": ListenerKind("https", "http", "implicit"),
+}
+
+
+@dataclass
+class Connection:
+    """What a session gets: the streams plus who and where."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    kind: ListenerKind
+    conn_id: str
+    peer_ip: str
+    peer_port: int
+    local_ip: str
+    local_port: int
+
+    @property
+    def tls_active(self) -> bool:
+        return self.writer.get_extra_info("ssl_object") is not None
+
+
+SessionHandler = Callable[[Connection], Awaitable[None]]
+# Bytes to send when a connection is refused over a limit (protocol-specific busy reply)
+BUSY_REPLIES = {
+    "smtp": b"421 4.7.0 Too many connections, try again later\r\n",
+    "imap": b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+    "pop3": b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    "http": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+}
+
+
+class BindError(Exception):
+    pass
+
+
+def bind(service: str, endpoint: Endpoint) -> socket.socket:
+    """Bind one listening socket; IPv6 sockets are IPv6-only so 0.0.0.0 and [::] can coexist."""
+    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((endpoint.host, endpoint.port))
+        sock.listen(512)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = {
+            errno.EADDRINUSE: "address already in use",
+            errno.EACCES: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+            errno.EADDRNOTAVAIL: "address not available on this machine",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise BindError(f"listeners.{service}: cannot listen on {endpoint}: {reason}") from None
+    return sock
+
+
+class ConnectionLimits:
+    """Total and per-client-address connection caps."""
+
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self.open = 0
+        self.by_ip: Counter[str] = Counter()
+
+    def admit(self, ip: str) -> bool:
+        if self.open >= self.total or self.by_ip[ip] >= self.per_ip:
+            return False
+        self.open += 1
+        self.by_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.open -= 1
+        self.by_ip[ip] -= 1
+        if self.by_ip[ip] <= 0:
+            del self.by_ip[ip]
+
+
+class Listener:
+    """Serves one bound socket with a session handler."""
+
+    def __init__(
+        self,
+        kind: ListenerKind,
+        sock: socket.socket,
+        handler: SessionHandler,
+        limits: ConnectionLimits,
+        tls_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+    ) -> None:
+        self.kind = kind
+        self.sock = sock
+        self.handler = handler
+        self.limits = limits
+        self.tls_context = tls_context
+        self.handshake_timeout = handshake_timeout
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def start(self) -> None:
+        use_tls = self.kind.tls == "implicit"
+        self.server = await asyncio.start_server(
+            self._accept,
+            sock=self.sock,
+            ssl=self.tls_context if use_tls else None,
+            ssl_handshake_timeout=self.handshake_timeout if use_tls else None,
+            limit=64 * 1024,
+        )
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("?", 0)
+        peer_ip = str(peer[0]).removeprefix("::ffff:")
+        if not self.limits.admit(peer_ip):
+            log.warning(
+                "%s: refused connection from %s: connection limit reached", self.kind.service, peer_ip
+            )
+            try:
+                writer.write(BUSY_REPLIES[self.kind.protocol])
+                await asyncio.wait_for(writer.drain(), 5)
+            except (OSError, TimeoutError, ssl.SSLError):
+                pass
+            writer.close()
+            return
+        self.tasks.add(task)
+        conn = Connection(
+            reader, writer, self.kind, new_conn_id(), peer_ip, int(peer[1]), str(local[0]), int(local[1])
+        )
+        try:
+            await self.handler(conn)
+        except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s [%s]: session failed", self.kind.service, conn.conn_id)
+        finally:
+            self.tasks.discard(task)
+            self.limits.release(peer_ip)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except (OSError, TimeoutError, ssl.SSLError, asyncio.CancelledError):
+                pass
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def finish(self, grace: float) -> None:
+        """Let sessions end on their own for ``grace`` seconds, then cancel the rest."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=grace)
+        for task in set(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=2)
