@@ -30,7 +30,9 @@ def test_wire_is_pure() -> None:
     for path in files("wire"):
         for name in imports(path):
             top = name.split(".")[0]
-            assert top in sys.stdlib_module_names or name.startswith("mailroom.wire"), f"{path}: imports {name}"
+            assert top in sys.stdlib_module_names or name.startswith("mailroom.wire"), (
+                f"{path}: imports {name}"
+            )
             assert top not in IO_MODULES, f"{path}: wire/ must not do I/O or read clocks ({name})"
         text = path.read_text()
         assert not any(read in text for read in CLOCK_READS), f"{path}: wire/ must not read the clock"
@@ -48,7 +50,9 @@ def test_message_is_pure() -> None:
 def test_store_knows_no_protocols() -> None:
     for path in files("store"):
         for name in imports(path):
-            assert not name.startswith(("mailroom.wire", "mailroom.net", "mailroom.app", "mailroom.delivery")), f"{path}: {name}"
+            assert not name.startswith(
+                ("mailroom.wire", "mailroom.net", "mailroom.app", "mailroom.delivery")
+            ), f"{path}: {name}"
 
 
 def test_only_net_and_app_touch_sockets() -> None:
