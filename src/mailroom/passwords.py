@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from mailroom.wire.sasl import ScramCredentials, normalize_password, scram_keys_from_password
 
 # argon2-cffi's defaults are RFC 9106's second recommended option (t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
@@ -29,12 +28,16 @@ _DUMMY_HASH = _hasher.hash("mailroom-no-such-user")
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    # the same SASLprep normalisation SCRAM applies (RFC 5802 §2.2), so both mechanisms agree
+    return _hasher.hash(normalize_password(password))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return (
+            _hasher.verify(password_hash or _DUMMY_HASH, normalize_password(password))
+            and password_hash is not None
+        )
     except (VerificationError, InvalidHashError):
         return False
 
@@ -52,32 +55,20 @@ def generate_password(nbytes: int = 15) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-@dataclass(frozen=True)
-class ScramKeys:
-    """RFC 5802 §3: what the server keeps instead of the password."""
+def encode_scram(keys: ScramCredentials) -> str:
+    """How accounts.scram_sha256 stores the RFC 5802 §3 keys: "iterations$salt$storedkey$serverkey"."""
+    b64 = base64.b64encode
+    return f"{keys.iterations}${b64(keys.salt).decode()}${b64(keys.stored_key).decode()}${b64(keys.server_key).decode()}"
 
-    iterations: int
-    salt: bytes
-    stored_key: bytes
-    server_key: bytes
 
-    def encode(self) -> str:
-        b64 = base64.b64encode
-        return f"{self.iterations}${b64(self.salt).decode()}${b64(self.stored_key).decode()}${b64(self.server_key).decode()}"
-
-    @classmethod
-    def decode(cls, text: str) -> ScramKeys:
-        iterations, salt, stored, server = text.split("$")
-        b64d = base64.b64decode
-        return cls(int(iterations), b64d(salt), b64d(stored), b64d(server))
+def decode_scram(text: str) -> ScramCredentials:
+    iterations, salt, stored, server = text.split("$")
+    b64d = base64.b64decode
+    return ScramCredentials(b64d(salt), int(iterations), b64d(stored), b64d(server))
 
 
 def scram_sha256_keys(
     password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
-) -> ScramKeys:
-    """RFC 5802 §3: SaltedPassword = Hi(password, salt, i); StoredKey = H(ClientKey)."""
-    salt = os.urandom(16) if salt is None else salt
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    return ScramKeys(iterations, salt, hashlib.sha256(client_key).digest(), server_key)
+) -> ScramCredentials:
+    """New SCRAM-SHA-256 keys for a password (a fresh 16-byte salt unless one is given)."""
+    return scram_keys_from_password(password, os.urandom(16) if salt is None else salt, iterations)

@@ -24,7 +24,7 @@ from mailroom.address import (
     parse_address,
     split_tag,
 )
-from mailroom.passwords import hash_password, scram_sha256_keys
+from mailroom.passwords import encode_scram, hash_password, scram_sha256_keys
 from mailroom.store.database import ConflictError, NotFoundError, now
 
 ROLE_LOCALS = ("postmaster", "abuse")  # exist for every local domain
@@ -195,7 +195,7 @@ def add_account(conn: sqlite3.Connection, address: str, password: str) -> Accoun
             addr.local,
             addr.local_key,
             hash_password(password),
-            scram_sha256_keys(password).encode(),
+            encode_scram(scram_sha256_keys(password)),
             now(),
         ),
     )
@@ -234,7 +234,7 @@ def set_password(conn: sqlite3.Connection, address: str, password: str) -> None:
     _check_password(password)
     conn.execute(
         "UPDATE accounts SET password_hash = ?, scram_sha256 = ? WHERE id = ?",
-        (hash_password(password), scram_sha256_keys(password).encode(), account.id),
+        (hash_password(password), encode_scram(scram_sha256_keys(password)), account.id),
     )
 
 
