@@ -226,7 +226,7 @@ class Server:
             from mailroom.services import build_handlers
 
             assert self.store is not None and self.tls is not None
-            self.handlers = build_handlers(self.cfg, self.store, self.tls)
+            self.handlers = build_handlers(self.cfg, self.store, self.tls, self.stopping)
             if self.cfg.dev:
                 ensure_demo_account(self.cfg.data_path, self.cfg.server.hostname, self.out)
             if not self.cfg.dns_enabled:

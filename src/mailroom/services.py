@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from mailroom.config import Config
 from mailroom.net.listeners import SessionHandler
+from mailroom.net.smtp import SMTPContext, smtp_handler
 from mailroom.net.tls import ServerTLS
+from mailroom.policy.auth import Authenticator
 from mailroom.store.service import Store
 
 
-def build_handlers(cfg: Config, store: Store, tls: ServerTLS) -> dict[str, SessionHandler]:
-    handlers: dict[str, SessionHandler] = {}
-    return handlers
+def build_handlers(
+    cfg: Config, store: Store, tls: ServerTLS, stopping: asyncio.Event
+) -> dict[str, SessionHandler]:
+    auth = Authenticator(store)
+    return {
+        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping)),
+    }

@@ -60,6 +60,18 @@ class Connection:
     def tls_active(self) -> bool:
         return self.writer.get_extra_info("ssl_object") is not None
 
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        """Upgrade after STARTTLS/STLS (the protocol's "go ahead" has been flushed already).
+
+        Plaintext the client pipelined after the command must not be honoured (RFC 3207 §4.2,
+        RFC 2595 §3.1, CVE-2011-0411): the engine drops what it buffered, and this drops what the
+        stream reader read ahead, which would otherwise come back as if it had been encrypted.
+        """
+        buffered = getattr(self.reader, "_buffer", None)
+        if isinstance(buffered, bytearray):
+            buffered.clear()
+        await self.writer.start_tls(context, ssl_handshake_timeout=timeout)
+
 
 SessionHandler = Callable[[Connection], Awaitable[None]]
 # Bytes to send when a connection is refused over a limit (protocol-specific busy reply)

@@ -111,13 +111,15 @@ def special_mailbox(conn: sqlite3.Connection, account_id: int, special_use: str)
 # --- bodies -------------------------------------------------------------------------------------
 
 
-def insert_body(conn: sqlite3.Connection, source: BinaryIO, size: int) -> int:
-    """Copy ``size`` bytes from ``source`` into a new body row, chunk by chunk."""
+def insert_body(conn: sqlite3.Connection, source: BinaryIO, size: int, prefix: bytes = b"") -> int:
+    """Copy ``prefix`` and then ``size`` bytes from ``source`` into a new body row, chunk by chunk."""
+    total = len(prefix) + size
     body_id = int(
-        conn.execute("INSERT INTO bodies (size, data) VALUES (?, zeroblob(?))", (size, size)).lastrowid or 0
+        conn.execute("INSERT INTO bodies (size, data) VALUES (?, zeroblob(?))", (total, total)).lastrowid or 0
     )
-    if size:
+    if total:
         with conn.blobopen("bodies", "data", body_id) as blob:
+            blob.write(prefix)
             remaining = size
             while remaining:
                 chunk = source.read(min(CHUNK, remaining))
@@ -143,6 +145,11 @@ def read_body(
                 break
             position += len(data)
             yield data
+
+
+def read_chunk(conn: sqlite3.Connection, body_id: int, offset: int, length: int) -> bytes:
+    """One byte range of a body (for streaming it out across many short reads)."""
+    return b"".join(read_body(conn, body_id, offset, length))
 
 
 def body_bytes(conn: sqlite3.Connection, body_id: int) -> bytes:
@@ -236,6 +243,26 @@ def expunge(conn: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]) -> t
                 (mailbox_id, uid, modseq),
             )
     return removed, modseq
+
+
+def add_flags(conn: sqlite3.Connection, mailbox_id: int, uids: Iterable[int], bits: int) -> int:
+    """Set system flag bits on messages that lack them; each changed message gets the new MODSEQ."""
+    wanted = sorted(set(uids))
+    if not wanted:
+        return 0
+    row = conn.execute(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
+        (mailbox_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no mailbox {mailbox_id}")
+    modseq = int(row[0])
+    for uid in wanted:
+        conn.execute(
+            "UPDATE messages SET flags = flags | ?, modseq = ? WHERE mailbox_id = ? AND uid = ? AND flags & ? != ?",
+            (bits, modseq, mailbox_id, uid, bits, bits),
+        )
+    return modseq
 
 
 def mailbox_totals(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int]:

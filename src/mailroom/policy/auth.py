@@ -1,0 +1,118 @@
+"""Logins for every protocol: password checks off the event loop, and failure throttling.
+
+A failed login is answered only after a delay that grows with the recent failures of that client
+address and of that account name (Dovecot's auth_failure_delay, made progressive), so guessing is
+slow from one address and slow against one account from many. Successful logins are never delayed.
+The answer never says whether the account exists; the timing does not either (a dummy hash is
+verified for unknown names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailroom import logs
+from mailroom.passwords import decode_scram, verify_password_async
+from mailroom.store import directory
+from mailroom.store.directory import Account
+from mailroom.store.service import Store
+from mailroom.wire.sasl import ScramCredentials
+
+WINDOW = 900.0  # failures older than this are forgotten
+BASE_DELAY = 1.0
+MAX_DELAY = 15.0
+MAX_TRACKED = 10_000  # bound the memory a flood of names or addresses can take
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+
+
+class _FailureTable:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._table: OrderedDict[str, _Failures] = OrderedDict()
+
+    def count(self, key: str) -> int:
+        entry = self._table.get(key)
+        if entry is None:
+            return 0
+        if self._clock() - entry.last > WINDOW:
+            del self._table[key]
+            return 0
+        return entry.count
+
+    def add(self, key: str) -> None:
+        entry = self._table.pop(key, None)
+        now = self._clock()
+        count = entry.count + 1 if entry and now - entry.last <= WINDOW else 1
+        self._table[key] = _Failures(count, now)
+        while len(self._table) > MAX_TRACKED:
+            self._table.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        self._table.pop(key, None)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = asyncio.sleep,
+        base_delay: float = BASE_DELAY,
+    ) -> None:
+        self.store = store
+        self._by_ip = _FailureTable(clock)
+        self._by_user = _FailureTable(clock)
+        self._sleep = sleep
+        self.base_delay = base_delay
+
+    def failure_delay(self, ip: str, username: str) -> float:
+        """Delay before answering the next failure: doubles per recent failure, capped."""
+        failures = max(self._by_ip.count(ip), self._by_user.count(username.lower()))
+        if self.base_delay <= 0:
+            return 0.0
+        return float(min(self.base_delay * (2 ** min(failures, 10)), MAX_DELAY))
+
+    async def check_password(
+        self, service: str, ip: str, username: str, password: str, log: logging.Logger | logs.ConnLogger
+    ) -> Account | None:
+        account = await self.store.read(directory.find_account, username)
+        usable = account is not None and not account.disabled
+        ok = await verify_password_async(account.password_hash if account and usable else None, password)
+        if ok and account is not None and usable:
+            self._by_ip.clear(ip)
+            self._by_user.clear(username.lower())
+            return account
+        await self.failed(service, ip, username, log)
+        return None
+
+    async def scram_keys(self, username: str) -> tuple[Account, ScramCredentials] | None:
+        account = await self.store.read(directory.find_account, username)
+        if account is None or account.disabled or not account.scram_sha256:
+            return None
+        return account, decode_scram(account.scram_sha256)
+
+    async def failed(
+        self, service: str, ip: str, username: str, log: logging.Logger | logs.ConnLogger
+    ) -> None:
+        """Record and log a failure (any mechanism), then wait before the caller answers."""
+        delay = self.failure_delay(ip, username)
+        self._by_ip.add(ip)
+        self._by_user.add(username.lower())
+        logs.auth_failed(log, service, ip, username)
+        if delay > 0:
+            await self._sleep(delay)  # type: ignore[misc]
+
+    def succeeded(self, ip: str, username: str) -> None:
+        self._by_ip.clear(ip)
+        self._by_user.clear(username.lower())
