@@ -6,6 +6,7 @@ import asyncio
 
 from mailroom.config import Config
 from mailroom.net.listeners import SessionHandler
+from mailroom.net.pop3 import POP3Context, pop3_handler
 from mailroom.net.smtp import SMTPContext, smtp_handler
 from mailroom.net.tls import ServerTLS
 from mailroom.policy.auth import Authenticator
@@ -18,4 +19,5 @@ def build_handlers(
     auth = Authenticator(store)
     return {
         "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping)),
+        "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
     }
