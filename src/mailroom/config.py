@@ -288,7 +288,17 @@ class LimitsConfig:
         100, "Recipients per SMTP transaction (RFC 5321 §4.5.3.1.8 asks for at least 100)", _parse_int
     )
     max_connections: int = _option(1000, "Open connections in total, all listeners together", _parse_int)
-    max_connections_per_ip: int = _option(20, "Open connections from one client address", _parse_int)
+    max_connections_per_ip: int = _option(
+        20, "Open connections from one client address (IPv6: per /64)", _parse_int
+    )
+    submission_messages_per_day: int = _option(
+        1000,
+        "Messages one account may submit per day (a stolen password must not make this host a spam source)",
+        _parse_int,
+    )
+    submission_new_recipients_per_day: int = _option(
+        200, "Remote recipients an account writes to for the first time, per day", _parse_int
+    )
     smtp_timeout: float = _option(
         300.0,
         "Idle time allowed between SMTP commands (RFC 5321 §4.5.3.2.7: 5 minutes)",

@@ -112,7 +112,7 @@ def test_mx_recipient_resolution(server: RunningServer) -> None:
         )
     assert refused == {
         "nobody@example.org": (550, b"5.1.1 Recipient address rejected: user unknown"),
-        "x@gmail.example": (554, b"5.7.1 Relay access denied"),
+        "x@gmail.example": (550, b"5.7.1 Relay access denied"),
         "loop1@example.org": (550, b"5.4.6 Recipient address rejected: alias loop"),
     }
     count = lambda who: sum(tag.encode() in m for m in inbox(server, who))  # noqa: E731
@@ -138,7 +138,7 @@ def test_mx_refuses_auth_and_relay(server: RunningServer) -> None:
         "AUTH PLAIN " + base64.b64encode(b"\0alice@example.org\0" + PASSWORD.encode()).decode()
     ).startswith(b"5")
     assert c.cmd("MAIL FROM:<a@remote.test>") == b"250 2.1.0 Ok"
-    assert c.cmd("RCPT TO:<someone@elsewhere.example>") == b"554 5.7.1 Relay access denied"
+    assert c.cmd("RCPT TO:<someone@elsewhere.example>") == b"550 5.7.1 Relay access denied"
     assert c.cmd("QUIT") == b"221 2.0.0 Bye"
     c.close()
 
@@ -219,7 +219,7 @@ def test_submission_requires_tls_then_auth(server: RunningServer) -> None:
     assert c.cmd("AUTH PLAIN " + creds) == b"235 2.7.0 Authentication successful"
     assert (
         c.cmd("MAIL FROM:<bob@example.org>")
-        == b"553 5.7.1 Sender address rejected: not owned by the authenticated user"
+        == b"550 5.7.1 Sender address rejected: not owned by the authenticated user"
     )
     assert c.cmd("MAIL FROM:<alice+x@example.org>") == b"250 2.1.0 Ok"
     c.close()
@@ -316,3 +316,120 @@ def test_accepted_message_survives_kill(tmp_path: Path) -> None:
         for tag in tags:
             assert sum(tag.encode() in m for m in stored) == 1
         srv.start()  # restarts cleanly on the same data
+
+
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "<@example.org:victim@elsewhere.example>",  # source route ends outside: the route is ignored
+        "<victim%elsewhere.example@example.org>",  # percent hack: a local part here, never relayed
+        '<"victim@elsewhere.example"@example.org>',  # quoted local part holding an @
+        "<victim@elsewhere.example.>",  # trailing dot
+        "<victim@[192.0.2.1]>",  # IP literal
+        "<victim@[127.0.0.1]>",
+        "<Victim@ELSEWHERE.Example>",  # mixed case
+        "<victim@example.org@elsewhere.example>",
+    ],
+)
+def test_no_open_relay_tricky_forms(server: RunningServer, rcpt: str) -> None:
+    c = Raw(server.ports["smtp"])
+    c.reply()
+    c.cmd("EHLO client.example")
+    assert c.cmd("MAIL FROM:<a@remote.test>") == b"250 2.1.0 Ok"
+    answer = c.cmd(f"RCPT TO:{rcpt}")
+    assert answer[:1] == b"5", answer  # refused: 550 5.7.1 relay, 550 5.1.1 unknown or 501 syntax
+    assert answer.startswith((b"550 5.7.1", b"550 5.1.1", b"501 5.1.3")), answer
+    c.close()
+    conn = server.db()
+    try:
+        assert (
+            conn.execute("SELECT count(*) FROM queue_recipients WHERE address LIKE '%victim%'").fetchone()[0]
+            == 0
+        )
+    finally:
+        conn.close()
+
+
+def test_long_lines_8bit_and_smtputf8(server: RunningServer) -> None:
+    tag = unique()
+    long_line = b"y" * 5000
+    body = (
+        f"Subject: {tag}\r\n".encode()
+        + "Content-Type: text/plain; charset=utf-8\r\n\r\ngrüße\r\n".encode()
+        + long_line
+        + b"\r\n"
+    )
+    with mx(server) as s:
+        s.ehlo()
+        assert s.has_extn("8bitmime") and s.has_extn("smtputf8")
+        assert s.sendmail("a@remote.test", ["alice@example.org"], body, mail_options=["BODY=8BITMIME"]) == {}
+        assert s.sendmail("jörg@bücher.example", ["alice@example.org"], body, mail_options=["SMTPUTF8"]) == {}
+    stored = [m for m in inbox(server, "alice@example.org") if tag.encode() in m]
+    assert len(stored) == 2 and all(m.endswith(long_line + b"\r\n") for m in stored)  # never split
+    assert stored[1].startswith("Return-Path: <jörg@bücher.example>\r\n".encode())
+
+
+def test_from_header_must_be_owned(server: RunningServer) -> None:
+    with smtplib.SMTP("127.0.0.1", server.ports["submission"], local_hostname="laptop", timeout=10) as s:
+        s.starttls(context=client_tls())
+        s.login("alice@example.org", PASSWORD)
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            s.sendmail(
+                "alice@example.org",
+                ["bob@example.org"],
+                "From: Bob <bob@example.org>\r\nSubject: x\r\n\r\nhi\r\n",
+            )
+        assert (info.value.smtp_code, info.value.smtp_error) == (
+            550,
+            b"5.7.1 From header address not owned by the authenticated user",
+        )
+        # own address, a +tag and an alias that reaches her are fine
+        for sender in (
+            "Alice <alice@example.org>",
+            "alice+news@example.org",
+            '"The Team" <team@example.org>',
+        ):
+            assert (
+                s.sendmail(
+                    "alice@example.org", ["bob@example.org"], f"From: {sender}\r\nSubject: x\r\n\r\nhi\r\n"
+                )
+                == {}
+            )
+
+
+def test_sending_limits(tmp_path: Path) -> None:
+    extra = "[limits]\nsubmission_messages_per_day = 3\nsubmission_new_recipients_per_day = 2\n"
+    with (
+        running_server(tmp_path, extra=extra) as srv,
+        smtplib.SMTP("127.0.0.1", srv.ports["submission"], local_hostname="l", timeout=10) as s,
+    ):
+        s.starttls(context=client_tls())
+        s.login("alice@example.org", PASSWORD)
+        msg = "Subject: x\r\n\r\nhi\r\n"
+        refused = s.sendmail(
+            "alice@example.org", ["one@remote.example", "two@remote.example", "three@remote.example"], msg
+        )
+        assert refused == {
+            "three@remote.example": (
+                451,
+                b"4.7.1 Daily limit of new recipients reached for this account, try again tomorrow",
+            )
+        }
+        # writing again to known recipients, and to local ones, is not limited
+        assert s.sendmail("alice@example.org", ["ONE@remote.example", "bob@example.org"], msg) == {}
+        assert s.sendmail("alice@example.org", ["bob@example.org"], msg) == {}
+        with pytest.raises(smtplib.SMTPSenderRefused) as info:
+            s.sendmail("alice@example.org", ["bob@example.org"], msg)
+        assert info.value.smtp_code == 451 and info.value.smtp_error.startswith(b"4.7.1 Daily message limit")
+
+
+def test_sigterm_says_goodbye_to_idle_sessions(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv:
+        c = Raw(srv.ports["smtp"])
+        c.reply()
+        c.cmd("EHLO client.example")
+        started = time.monotonic()
+        assert srv.stop() == 0
+        assert time.monotonic() - started < 3  # idle sessions do not hold up shutdown
+        assert c.reply() == b"421 4.3.2 Server shutting down"
+        c.close()

@@ -68,6 +68,8 @@ class HeaderScanner:
         self.has_date = False
         self.has_message_id = False
         self.has_from = False
+        self.from_value = b""  # the From field body, unfolded (bounded), for submission's owner check
+        self._in_from = False
         self._pending = b""
         self._done = False
         self._seen = 0
@@ -96,9 +98,15 @@ class HeaderScanner:
         self._pending = b"" if self._done else buf[start:][: self._max]
 
     def _field(self, line: bytes) -> None:
-        if line[:1] in (b" ", b"\t"):
-            return  # continuation of the previous field
-        name = line.split(b":", 1)[0].strip().lower()
+        if line[:1] in (b" ", b"\t"):  # continuation of the previous field (RFC 5322 §2.2.3)
+            if self._in_from and len(self.from_value) < 4096:
+                self.from_value += b" " + line.strip()
+            return
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        self._in_from = name == b"from" and not self.has_from
+        if self._in_from:
+            self.from_value = value.strip()[:4096]
         if name == b"received":
             self.received += 1
         elif name == b"date":

@@ -8,7 +8,9 @@ Sockets are bound first, while still root, and served after privileges are dropp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 import ssl
@@ -55,6 +57,15 @@ class Connection:
     peer_port: int
     local_ip: str
     local_port: int
+    idle: bool = False  # waiting for the peer with nothing in flight: safe to cancel at shutdown
+
+    async def read(self, size: int, timeout: float) -> bytes:
+        """Read what the peer sent; while waiting the connection counts as idle."""
+        self.idle = True
+        try:
+            return await asyncio.wait_for(self.reader.read(size), timeout)
+        finally:
+            self.idle = False
 
     @property
     def tls_active(self) -> bool:
@@ -80,6 +91,15 @@ BUSY_REPLIES = {
     "imap": b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
     "pop3": b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
     "http": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+}
+
+
+# What a session cancelled at shutdown says before the connection closes
+BYE_REPLIES = {
+    "http": b"",
+    "smtp": b"421 4.3.2 Server shutting down\r\n",
+    "imap": b"* BYE Server shutting down\r\n",
+    "pop3": b"-ERR [SYS/TEMP] Server shutting down\r\n",
 }
 
 
@@ -118,18 +138,31 @@ class ConnectionLimits:
         self.open = 0
         self.by_ip: Counter[str] = Counter()
 
+    @staticmethod
+    def client_key(ip: str) -> str:
+        """IPv4 addresses count singly, IPv6 per /64: one host usually holds a whole /64."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return ip
+        if address.version == 6:
+            return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return ip
+
     def admit(self, ip: str) -> bool:
-        if self.open >= self.total or self.by_ip[ip] >= self.per_ip:
+        key = self.client_key(ip)
+        if self.open >= self.total or self.by_ip[key] >= self.per_ip:
             return False
         self.open += 1
-        self.by_ip[ip] += 1
+        self.by_ip[key] += 1
         return True
 
     def release(self, ip: str) -> None:
+        key = self.client_key(ip)
         self.open -= 1
-        self.by_ip[ip] -= 1
-        if self.by_ip[ip] <= 0:
-            del self.by_ip[ip]
+        self.by_ip[key] -= 1
+        if self.by_ip[key] <= 0:
+            del self.by_ip[key]
 
 
 class Listener:
@@ -151,7 +184,7 @@ class Listener:
         self.tls_context = tls_context
         self.handshake_timeout = handshake_timeout
         self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[asyncio.Task[None], Connection] = {}
 
     @property
     def address(self) -> str:
@@ -185,20 +218,22 @@ class Listener:
                 pass
             writer.close()
             return
-        self.tasks.add(task)
         conn = Connection(
             reader, writer, self.kind, new_conn_id(), peer_ip, int(peer[1]), str(local[0]), int(local[1])
         )
+        self.tasks[task] = conn
         try:
             await self.handler(conn)
         except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            raise
+            # shutdown: the session was idle (or out of grace); say goodbye and end quietly
+            with contextlib.suppress(Exception):
+                writer.write(BYE_REPLIES[self.kind.protocol])
         except Exception:
             log.exception("%s [%s]: session failed", self.kind.service, conn.conn_id)
         finally:
-            self.tasks.discard(task)
+            self.tasks.pop(task, None)
             self.limits.release(peer_ip)
             writer.close()
             try:
@@ -211,10 +246,15 @@ class Listener:
             self.server.close()
 
     async def finish(self, grace: float) -> None:
-        """Let sessions end on their own for ``grace`` seconds, then cancel the rest."""
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=grace)
-        for task in set(self.tasks):
+        """Stop sessions: idle ones at once, busy ones (storing a message, streaming one) when they
+        next wait for the peer or when ``grace`` seconds have passed."""
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.tasks and asyncio.get_running_loop().time() < deadline:
+            for task, conn in list(self.tasks.items()):
+                if conn.idle:
+                    task.cancel()
+            await asyncio.wait(set(self.tasks), timeout=0.05)
+        for task in list(self.tasks):
             task.cancel()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=2)

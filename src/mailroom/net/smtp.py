@@ -9,6 +9,7 @@ sender retries and nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import errno
 import secrets
 import sqlite3
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from mailroom import logs
+from mailroom.address import AddressError, normalize_domain, normalize_local
 from mailroom.config import Config
 from mailroom.message.trace import (
     MAX_RECEIVED,
@@ -30,7 +32,7 @@ from mailroom.net.listeners import Connection, SessionHandler
 from mailroom.net.sasl_exchange import Authenticated, Outcome, Rejected, SaslExchange, SendChallenge
 from mailroom.net.tls import ServerTLS, describe
 from mailroom.policy.auth import Authenticator
-from mailroom.store import directory
+from mailroom.store import directory, sending
 from mailroom.store.delivery import Delivery, DeliveryResult, LocalCopy, deliver
 from mailroom.store.directory import Account
 from mailroom.store.queue import QueueEnvelope, QueueRecipient
@@ -43,17 +45,21 @@ from mailroom.wire.smtp.server import ServerConfig, SMTPServerEngine
 READ_SIZE = 256 * 1024
 SUBMISSION_MECHANISMS = ("PLAIN", "LOGIN", "SCRAM-SHA-256")
 
-RELAY_DENIED = reply(554, "5.7.1", "Relay access denied")
+RELAY_DENIED = reply(550, "5.7.1", "Relay access denied")  # RFC 5321 §4.3.2: 554 is no RCPT reply
 USER_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: user unknown")
 ALIAS_LOOP = reply(550, "5.4.6", "Recipient address rejected: alias loop")
 TOO_MANY_HOPS = reply(554, "5.4.6", "Too many hops (mail loop?)")
 AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
-SENDER_NOT_OWNED = reply(553, "5.7.1", "Sender address rejected: not owned by the authenticated user")
-NULL_SENDER_SUBMISSION = reply(553, "5.7.1", "Sender address rejected: a null sender is not allowed here")
+SENDER_NOT_OWNED = reply(550, "5.7.1", "Sender address rejected: not owned by the authenticated user")
+FROM_NOT_OWNED = reply(550, "5.7.1", "From header address not owned by the authenticated user")
+NULL_SENDER_SUBMISSION = reply(550, "5.7.1", "Sender address rejected: a null sender is not allowed here")
+DAILY_MESSAGES = reply(451, "4.7.1", "Daily message limit reached for this account, try again tomorrow")
+DAILY_RECIPIENTS = reply(
+    451, "4.7.1", "Daily limit of new recipients reached for this account, try again tomorrow"
+)
 NO_STORAGE = reply(452, "4.3.1", "Insufficient system storage")
 LOCAL_ERROR = reply(451, "4.3.0", "Local error in processing, try again later")
 TIMEOUT = reply(421, "4.4.2", "Timeout exceeded, closing connection")
-SHUTTING_DOWN = reply(421, "4.3.2", "Server shutting down")
 MAILBOX_FULL = reply(552, "5.2.2", "Mailbox full")
 
 
@@ -80,6 +86,7 @@ class _Transaction:
     spool_error: Reply | None = None
     received: bytes = b""
     size: int = 0
+    new_keys: set[str] = field(default_factory=set)  # first-time remote recipients in this message
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -134,17 +141,13 @@ class SMTPSession:
             self.log.info("disconnect from [%s] messages=%d", self.conn.peer_ip, self.messages)
 
     async def _loop(self) -> None:
-        reader, writer = self.conn.reader, self.conn.writer
+        writer = self.conn.writer
         while True:
             event = self.engine.next_event()
             if event is ev.NEED_DATA:
                 await self._flush()
-                if self.ctx.stopping.is_set() and self.tx is None:
-                    writer.write(SHUTTING_DOWN.to_bytes())
-                    await self._flush()
-                    return
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.ctx.cfg.limits.smtp_timeout)
+                    data = await self.conn.read(READ_SIZE, self.ctx.cfg.limits.smtp_timeout)
                 except TimeoutError:
                     self.log.info("timeout after %ss of silence", self.ctx.cfg.limits.smtp_timeout)
                     writer.write(TIMEOUT.to_bytes())
@@ -264,10 +267,14 @@ class SMTPSession:
             if not address:
                 self.engine.reject(NULL_SENDER_SUBMISSION)
                 return
-            owner = await self.ctx.store.read(directory.resolve, address)
-            if owner is None or self.account.id not in owner.account_ids:
+            if not await self.ctx.store.read(directory.owns, self.account.id, address):
                 self.log.info("sender %s refused for user %s", address, self.account.address)
                 self.engine.reject(SENDER_NOT_OWNED)
+                return
+            used = await self.ctx.store.read(sending.usage, self.account.id, sending.day_of(int(time.time())))
+            if used.messages >= self.ctx.cfg.limits.submission_messages_per_day:
+                self.log.warning("daily message limit reached user=%s", self.account.address)
+                self.engine.reject(DAILY_MESSAGES)
                 return
         self.tx = _Transaction(sender=address, params=params)
         self.engine.accept()
@@ -282,6 +289,9 @@ class SMTPSession:
             if not self.conn.kind.submission:
                 self.log.info("relay denied: from=<%s> to=<%s>", self.tx.sender, address)
                 self.engine.reject(RELAY_DENIED)
+                return
+            if not await self._within_recipient_limit(address):
+                self.engine.reject(DAILY_RECIPIENTS)
                 return
             self.tx.remote.append(QueueRecipient(address, params.orcpt, notify))
             self.engine.accept()
@@ -298,6 +308,22 @@ class SMTPSession:
         # alias targets outside our domains are forwarded through the queue
         self.tx.remote.extend(QueueRecipient(ext, f"rfc822;{address}", notify) for ext in resolution.external)
         self.engine.accept()
+
+    async def _within_recipient_limit(self, address: str) -> bool:
+        """Submission: first-time remote recipients per account and day (mox's limit, default 200)."""
+        assert self.account is not None and self.tx is not None
+        key = recipient_key(address)
+        if key in self.tx.new_keys or await self.ctx.store.read(sending.is_known, self.account.id, key):
+            return True
+        used = await self.ctx.store.read(sending.usage, self.account.id, sending.day_of(int(time.time())))
+        if (
+            used.new_recipients + len(self.tx.new_keys)
+            >= self.ctx.cfg.limits.submission_new_recipients_per_day
+        ):
+            self.log.warning("daily new-recipient limit reached user=%s", self.account.address)
+            return False
+        self.tx.new_keys.add(key)
+        return True
 
     async def _primary_domain(self) -> str:
         domains = await self.ctx.store.read(directory.list_domains)
@@ -366,6 +392,10 @@ class SMTPSession:
             self.engine.reject(TOO_MANY_HOPS)
             self._end_transaction()
             return
+        if self.account is not None and not await self._from_owned(tx):
+            self.engine.reject(FROM_NOT_OWNED)
+            self._end_transaction()
+            return
         # trace fields go on top (RFC 5321 §4.4), then any header submission adds
         extra = tx.received + self._submission_headers(tx)
         spool = tx.spool
@@ -378,6 +408,8 @@ class SMTPSession:
             local_prefix=return_path(tx.sender) + extra,
             remote=self._queue_envelope(tx),
             remote_prefix=extra,
+            submitter=self.account.id if self.account else None,
+            remote_keys=[recipient_key(q.address) for q in tx.remote],
         )
         try:
             result = await self.ctx.store.write(deliver, delivery)
@@ -395,6 +427,22 @@ class SMTPSession:
         self.messages += 1
         self._log_delivery(tx, result)
         self.tx = None
+
+    async def _from_owned(self, tx: _Transaction) -> bool:
+        """Submission: every From: address must be the user's own (RFC 6409 §8 leaves this to policy)."""
+        assert self.account is not None
+        if not tx.scanner.has_from:
+            return True
+        text = tx.scanner.from_value.decode("utf-8", "replace")
+        addresses = [addr for _, addr in email.utils.getaddresses([text]) if addr]
+        if not addresses:
+            self.log.info("From header without an address refused: %r", text[:200])
+            return False
+        for addr in addresses:
+            if not await self.ctx.store.read(directory.owns, self.account.id, addr):
+                self.log.info("From %s refused for user %s", addr, self.account.address)
+                return False
+        return True
 
     def _submission_headers(self, tx: _Transaction) -> bytes:
         """RFC 6409 §8.2/§8.3: a submission server may add a missing Date and Message-ID."""
@@ -441,6 +489,14 @@ class SMTPSession:
                 delay,
                 result.queue_id,
             )
+
+
+def recipient_key(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    try:
+        return f"{normalize_local(local)}@{normalize_domain(domain)}"
+    except AddressError:
+        return address.lower()
 
 
 def event_needs_decision(event: ev.Event | ev.Sentinel) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from mailroom.store import mail
+from mailroom.store import mail, sending
 from mailroom.store.queue import QueueEnvelope, enqueue
 
 
@@ -32,6 +32,8 @@ class Delivery:
     local_prefix: bytes = b""
     remote: QueueEnvelope | None = None
     remote_prefix: bytes = b""
+    submitter: int | None = None  # the authenticated account: its sending counters go up
+    remote_keys: Sequence[str] = ()  # match forms of the remote recipients it wrote to
 
 
 @dataclass
@@ -63,4 +65,6 @@ def deliver(conn: sqlite3.Connection, d: Delivery) -> DeliveryResult:
         d.source.seek(0)
         body_id = mail.insert_body(conn, d.source, d.size, d.remote_prefix)
         result.queue_id = enqueue(conn, body_id, d.remote)
+    if d.submitter is not None:
+        sending.record(conn, d.submitter, d.remote_keys, d.internal_date)
     return result

@@ -339,6 +339,12 @@ def list_aliases(conn: sqlite3.Connection) -> list[Alias]:
     return [Alias(alias_id, address, tuple(_alias_targets(conn, alias_id))) for alias_id, address in rows]
 
 
+def owns(conn: sqlite3.Connection, account_id: int, address: str) -> bool:
+    """Whether ``address`` delivers to the account: its own address, +tags, or an alias of it."""
+    found = resolve(conn, address)
+    return found is not None and account_id in found.account_ids
+
+
 # --- resolution ---------------------------------------------------------------------------------
 
 

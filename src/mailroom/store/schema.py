@@ -134,6 +134,23 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM bodies WHERE id = OLD.body_id AND refs <= 0;
     END;
     """,
+    # 2: per-account sending limits for submission (a stolen password must not make us a spam source)
+    """
+    CREATE TABLE submission_days (
+        account_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        day             INTEGER NOT NULL,       -- days since the epoch, UTC
+        messages        INTEGER NOT NULL DEFAULT 0,
+        new_recipients  INTEGER NOT NULL DEFAULT 0,   -- remote recipients never written to before
+        PRIMARY KEY (account_id, day)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE known_recipients (
+        account_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        address     TEXT NOT NULL,              -- match form (case-folded local part, A-label domain)
+        first_sent  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, address)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

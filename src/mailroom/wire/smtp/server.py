@@ -109,6 +109,9 @@ class ServerConfig:
     max_recipients: int = 100  # beyond: 452 4.5.3 (RFC 5321 §4.5.3.1.8)
     max_command_line: int = 4096
     max_errors: int = 20  # then 421 4.7.0 and close
+    max_junk_commands: int = (
+        100  # NOOP/HELP/VRFY/EXPN/RSET beyond this count as errors (Postfix smtpd_junk_command_limit)
+    )
     forbid_bare_lf: bool = True  # bare LF / bare CR in DATA rejects the message (SMTP smuggling)
     dsn: bool = True
 
@@ -130,6 +133,7 @@ class SMTPServerEngine:
         self._pending_mail: MailParams | None = None
         self._eof = False
         self._errors = 0
+        self._junk = 0
         self.tls_active = config.tls_active
         self.authenticated = False
         self.esmtp = False  # the accepted hello was EHLO
@@ -330,6 +334,20 @@ class SMTPServerEngine:
                 return
         self._send(reply)
         self._events.append(ProtocolViolation(reply, message))
+
+    def _junk_command(self) -> bool:
+        """Count a NOOP/HELP/VRFY/EXPN/RSET; past the junk limit each one is also an error, so a
+        peer cannot hold a connection open forever with them. False: the session was closed."""
+        self._junk += 1
+        if self._junk <= self.config.max_junk_commands:
+            return True
+        self._errors += 1
+        if self._errors > self.config.max_errors:
+            self._send(R.TOO_MANY_ERRORS)
+            self._events.append(ProtocolViolation(R.TOO_MANY_ERRORS, "too many junk commands"))
+            self._close("too many junk commands")
+            return False
+        return True
 
     def _close(self, reason: str = "connection closed") -> None:
         self._abort_body(reason)
@@ -535,6 +553,8 @@ class SMTPServerEngine:
         # RFC 5321 §4.1.1.5: rset = "RSET" CRLF; the EHLO state survives.
         if args:
             raise SMTPError(syntax_error("Syntax: RSET"))
+        if not self._junk_command():
+            return
         self._abort_body("transaction reset by RSET")
         greeted = self._state is not State.INITIAL
         self._reset_transaction()
@@ -544,22 +564,26 @@ class SMTPServerEngine:
 
     def _cmd_noop(self, args: str) -> None:
         # RFC 5321 §4.1.1.9: noop = "NOOP" [ SP String ] CRLF; the argument is ignored.
-        self._send(R.OK)
+        if self._junk_command():
+            self._send(R.OK)
 
     def _cmd_help(self, args: str) -> None:
         # RFC 5321 §4.1.1.8: help = "HELP" [ SP String ] CRLF
-        self._send(R.HELP)
+        if self._junk_command():
+            self._send(R.HELP)
 
     def _cmd_vrfy(self, args: str) -> None:
         # RFC 5321 §4.1.1.6: vrfy = "VRFY" SP String CRLF. §7.3: never confirm addresses;
         # §3.5.3: 252 says "not verified, but I will try to deliver".
         if not args.strip(" "):
             raise SMTPError(syntax_error("Syntax: VRFY <address>"))
-        self._send(R.VRFY_NO)
+        if self._junk_command():
+            self._send(R.VRFY_NO)
 
     def _cmd_expn(self, args: str) -> None:
         # RFC 5321 §3.5.2 / §7.3: EXPN may be disabled; 502 says so without revealing anything.
-        self._send(R.EXPN_NO)
+        if self._junk_command():
+            self._send(R.EXPN_NO)
 
     def _cmd_quit(self, args: str) -> None:
         # RFC 5321 §4.1.1.10: quit = "QUIT" CRLF; 221, then the server closes.
