@@ -7,8 +7,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TESTDATA = (REPO / ".." / "shared" / "testdata").resolve()
-PEERS = (REPO / ".." / "shared" / "peers").resolve()
+
+
+def _shared() -> Path:
+    """../shared beside the checkout (where CI puts it); MAILROOM_SHARED overrides."""
+    if os.environ.get("MAILROOM_SHARED"):
+        return Path(os.environ["MAILROOM_SHARED"])
+    beside = (REPO / ".." / "shared").resolve()
+    return beside if beside.exists() or not Path("/work/shared").exists() else Path("/work/shared")
+
+
+SHARED = _shared()
+TESTDATA = SHARED / "testdata"
+PEERS = SHARED / "peers"
 IN_CI = os.environ.get("CI") == "true"
 
 
