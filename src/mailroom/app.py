@@ -11,6 +11,7 @@ import os
 import pwd
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -290,6 +291,6 @@ def serve(cfg: Config, config_path: Path | None) -> int:
     try:
         asyncio.run(server.run())
     except (StartupError, StoreError, BindError) as exc:
-        print(f"mailroom: {exc}", flush=True)
+        print(f"mailroom: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

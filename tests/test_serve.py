@@ -1,0 +1,165 @@
+"""`mailroom serve` as an administrator runs it: reload, privileges, logs, admin while serving."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server_fixture import PASSWORD, RunningServer, running_server, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate: object, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sighup_applies_only_a_valid_config(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv:
+        assert srv.proc is not None
+        original = srv.config_path.read_text()
+        srv.config_path.write_text(original + '\n[limits]\nmessage_size = "not a size"\n')
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_for(
+            lambda: "reload refused, keeping the running config: limits.message_size" in srv.log()
+        )
+        srv.config_path.write_text(original.replace('level = "debug"', 'level = "info"'))
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload: configuration applied" in srv.log())
+        # still serving
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], local_hostname="c") as s:
+            assert s.noop()[0] == 250
+
+
+def test_admin_commands_while_serving(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv:
+        env = {k: v for k, v in os.environ.items() if k != "CONFIG_PATH"}
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailroom",
+                "--config",
+                str(srv.config_path),
+                "user",
+                "add",
+                "dave@example.org",
+                "--password-stdin",
+            ],
+            input="dave-password-1\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], local_hostname="c", context=ctx) as s:
+            assert s.login("dave@example.org", "dave-password-1")[0] == 235
+        backup = tmp_path / "live-backup.sqlite3"
+        r = subprocess.run(
+            [sys.executable, "-m", "mailroom", "--config", str(srv.config_path), "backup", str(backup)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run(
+            [sys.executable, "-m", "mailroom", "--config", str(srv.config_path), "restore", str(backup)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert r.returncode == 2 and "stop it before restoring" in r.stderr
+
+
+def test_fail2ban_filter_matches_our_failed_login_line(tmp_path: Path) -> None:
+    filter_text = (REPO / "contrib" / "fail2ban" / "filter.d" / "mailroom.conf").read_text()
+    failregex = re.search(r"^failregex = (.+)$", filter_text, re.M)
+    assert failregex is not None
+    # fail2ban's <HOST> is an address group
+    pattern = re.compile(failregex.group(1).replace("<HOST>", r"(?P<host>[0-9a-fA-F.:]+)"))
+    with running_server(tmp_path) as srv:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with (
+            smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], local_hostname="c", context=ctx) as s,
+            pytest.raises(smtplib.SMTPAuthenticationError),
+        ):
+            s.login("alice@example.org", "wrong")
+        assert wait_for(lambda: "auth failed" in srv.log())
+        lines = [line for line in srv.log().splitlines() if "auth failed" in line]
+    assert lines  # smtplib tries PLAIN, then LOGIN: one line per failed attempt
+    for line in lines:
+        m = pattern.search(line)
+        assert m is not None and m.group("host") == "127.0.0.1", line
+    assert "wrong" not in srv.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a low port and dropping privileges needs root")
+def test_binds_low_port_then_runs_as_configured_user() -> None:
+    import shutil
+    import tempfile
+
+    low = next(p for p in range(700, 1000) if _port_free(p))
+    root = Path(tempfile.mkdtemp(prefix="mailroom-priv-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        cfg = write_config(root, {"smtp": low}, "")
+        cfg.write_text(cfg.read_text().replace("[listeners]", 'user = "nobody"\n[listeners]'))
+        srv = RunningServer(root, cfg, {"smtp": low})
+        srv.start()
+        try:
+            assert srv.proc is not None
+            status = Path(f"/proc/{srv.proc.pid}/status").read_text()
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert uid_line.split()[1:] == [str(pwd.getpwnam("nobody").pw_uid)] * 4
+            assert (root / "data" / "mailroom.sqlite3").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+            with smtplib.SMTP("127.0.0.1", low, local_hostname="c") as s:
+                assert s.noop()[0] == 250
+        finally:
+            assert srv.stop() == 0
+        assert "Traceback" not in srv.log()
+    finally:
+        shutil.rmtree(root)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_password_never_logged_even_on_debug(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], local_hostname="c", context=ctx) as s:
+            s.login("bob@example.org", PASSWORD)
+        assert "login" in srv.log().lower() or "authenticated" in srv.log()
+        assert PASSWORD not in srv.log()
