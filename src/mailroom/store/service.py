@@ -1,8 +1,10 @@
 """The store as the asyncio server sees it: one writer thread, a few reader threads.
 
-SQLite has one writer (ARCHITECTURE habit 10): every write runs on the same thread, inside
-``BEGIN IMMEDIATE .. COMMIT``, and returns only after the commit (fsync'd, ``synchronous = FULL``).
-Subscribers hear about a change only after its commit, never from inside a transaction.
+SQLite has one writer (ARCHITECTURE habit 10): every write runs on the same thread and returns
+only after its COMMIT (fsync'd, ``synchronous = FULL``). Writes that arrive while the writer is
+busy are **group-committed**: the next transaction runs each of them in its own SAVEPOINT (one
+failing rolls back only itself) and one COMMIT makes them all durable, so ten concurrent SMTP
+sessions cost one fsync, not ten. Subscribers hear about a change only after its commit.
 """
 
 from __future__ import annotations
@@ -10,17 +12,35 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from mailroom.store.database import connect, db_path, open_database, transaction
+from mailroom.store.database import connect, db_path, open_database
 
 P = ParamSpec("P")
 T = TypeVar("T")
 Listener = Callable[[int], None]  # called with the account id that changed
+MAX_BATCH = 64  # jobs per group commit: keeps each transaction short
+
+
+@dataclass
+class _Job(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # the waiting session was cancelled; the work is committed regardless
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 class Store:
@@ -33,18 +53,56 @@ class Store:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._jobs: deque[_Job[Any]] = deque()
+        self._draining = False
         self._listeners: dict[int, set[Listener]] = defaultdict(set)
 
     async def write(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run ``fn(conn, ...)`` in one transaction on the writer thread; returns after COMMIT."""
+        """Run ``fn(conn, ...)`` atomically on the writer thread; returns after the COMMIT."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        job = _Job(lambda conn: fn(conn, *args, **kwargs), future, loop)
+        with self._lock:
+            self._jobs.append(job)
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._writer.submit(self._drain)
+        return await future
 
-        def run() -> T:
-            with transaction(self._writer_conn):
-                return fn(self._writer_conn, *args, **kwargs)
+    def _drain(self) -> None:
+        """Writer thread: commit queued jobs in batches until none are left."""
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), MAX_BATCH))]
+            self._commit_batch(batch)
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+    def _commit_batch(self, batch: list[_Job[Any]]) -> None:
+        conn = self._writer_conn
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    outcomes.append((True, job.fn(conn)))
+                    conn.execute("RELEASE job")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((False, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:  # BEGIN or COMMIT failed (disk full, I/O error): nothing is durable
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(False, exc)] * len(batch)
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
 
     async def read(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
