@@ -1,44 +1,46 @@
 """Spool files: a message is written here while the peer sends it, then copied into SQLite in
 one short transaction, so a slow sender never holds the database write lock.
 
-The spool is not the durable copy (the database commit is), so spool files are not fsync'd;
-leftovers after a crash are removed at start.
+Up to ``MEMORY_LIMIT`` bytes stay in memory (most mail is small, and a file per message was a
+measurable cost); beyond that the data rolls over to an unnamed file in the spool directory, so a
+50 MB message never sits in memory. The spool is not the durable copy (the database commit is),
+so it is not fsync'd.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import IO
+
+MEMORY_LIMIT = 256 * 1024
 
 
 class SpoolFile:
     """A temporary file that counts what is written to it."""
 
-    def __init__(self, spool_dir: Path) -> None:
-        fd, name = tempfile.mkstemp(prefix="msg-", suffix=".tmp", dir=spool_dir)
-        self.path = Path(name)
-        self._file: BinaryIO = os.fdopen(fd, "w+b")
+    def __init__(self, spool_dir: Path, memory_limit: int = MEMORY_LIMIT) -> None:
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=memory_limit, dir=str(spool_dir))  # noqa: SIM115
         self.size = 0
+
+    @property
+    def in_memory(self) -> bool:
+        return not getattr(self._file, "_rolled", True)
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
         self.size += len(data)
 
-    def reader(self) -> BinaryIO:
+    def reader(self) -> IO[bytes]:
         """Flush and rewind: the file positioned at the start, ready to copy into the store."""
         self._file.flush()
         self._file.seek(0)
         return self._file
 
     def close(self) -> None:
-        """Close and delete (after the store committed it, or when the message is abandoned)."""
-        try:
-            self._file.close()
-        finally:
-            self.path.unlink(missing_ok=True)
+        """Release it (after the store committed it, or when the message is abandoned)."""
+        self._file.close()
 
     def __enter__(self) -> SpoolFile:
         return self
@@ -50,7 +52,7 @@ class SpoolFile:
 
 
 def clean_spool(spool_dir: Path) -> int:
-    """Remove spool files left by a previous run (their messages were never acknowledged)."""
+    """Remove named spool files an older version left behind (their messages were never acknowledged)."""
     removed = 0
     for path in spool_dir.glob("msg-*.tmp"):
         path.unlink(missing_ok=True)
