@@ -63,7 +63,7 @@ def _clean(text: str) -> str:
 class HeaderScanner:
     """Feed message bytes as they arrive; learns facts about the header section only."""
 
-    def __init__(self, max_header_bytes: int = 1024 * 1024) -> None:
+    def __init__(self, max_header_bytes: int = 102_400) -> None:  # Postfix header_size_limit
         self.received = 0
         self.has_date = False
         self.has_message_id = False

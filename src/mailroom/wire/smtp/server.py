@@ -674,6 +674,24 @@ class SMTPServerEngine:
         n = len(data)
         end = -1
         while i < n:
+            if st is _Dot.MID or (st is _Dot.BOL and data[i] != 0x2E):
+                # Fast path: every line up to the next CRLF "." at once, when the run holds only
+                # CRLF line ends (count() runs in C); otherwise the exact state machine below.
+                k = data.find(b"\r\n.", i)
+                stop = seg_end = n if k < 0 else k + 2
+                tail = _Dot.BOL
+                if k < 0:
+                    if data.endswith(b"\r"):
+                        seg_end, tail = n - 1, _Dot.CR
+                    elif not data.endswith(b"\r\n"):
+                        tail = _Dot.MID
+                seg = data[i:seg_end]
+                crlf = seg.count(b"\r\n")
+                if seg.count(b"\r") == crlf and seg.count(b"\n") == crlf:
+                    out.append(seg)
+                    i, st = stop, tail
+                    continue
+                st = _Dot.MID
             if st is _Dot.MID:
                 m = _CR_OR_LF.search(data, i)
                 if m is None:
