@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -18,7 +17,8 @@ from typing import IO
 
 from mailroom import config as configmod
 from mailroom import logs
-from mailroom.acme.selfsigned import ensure_self_signed
+from mailroom.acme.challenges import ChallengeResponder
+from mailroom.acme.manager import CertificateManager, initial_certificate
 from mailroom.config import Config, ConfigError
 from mailroom.net.listeners import KINDS, BindError, ConnectionLimits, Listener, SessionHandler, bind
 from mailroom.net.tls import ServerTLS, TLSError
@@ -153,6 +153,8 @@ class Server:
         self.stopping = asyncio.Event()
         self.lock: ServerLock | None = None
         self.handlers: dict[str, SessionHandler] = {}
+        self.challenges = ChallengeResponder(cfg.data_path / "tls" / "tmp")
+        self.certs: CertificateManager | None = None
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -187,18 +189,21 @@ class Server:
         return sockets
 
     def _load_tls(self, data_dir: Path) -> ServerTLS:
-        tls = self.cfg.tls
+        # "acme" starts on its last certificate, else a self-signed one until the first issuance
+        first = initial_certificate(self.cfg, data_dir)
         try:
-            if tls.mode == "files":
-                return ServerTLS(Path(tls.cert), Path(tls.key))
-            # "acme" starts on a self-signed certificate until the first issuance succeeds
-            cert, key, made = ensure_self_signed(data_dir / "tls", self.cfg.server.hostname)
-            if made:
-                log.info("made a self-signed certificate for %s: %s", self.cfg.server.hostname, cert)
-            return ServerTLS(cert, key)
+            tls = ServerTLS(
+                first.cert,
+                first.key,
+                cert_key=first.cert_key,
+                key_key=first.key_key,
+                scratch_dir=data_dir / "tls" / "tmp",
+            )
         except TLSError as exc:
-            which = "tls.cert" if tls.mode == "files" else "tls.mode"
-            raise StartupError(f"{which}: {exc}") from None
+            raise StartupError(str(exc)) from None
+        assert tls.info is not None
+        log.info("tls: serving %s: %s", first.note, tls.info.summary())
+        return tls
 
     async def start(self, sockets: list[tuple[str, socket.socket]]) -> None:
         assert self.tls is not None
@@ -212,9 +217,9 @@ class Server:
                 )
                 sock.close()
                 continue
-            listener = Listener(
-                kind, sock, handler, limits, self.tls.context, self.cfg.limits.tls_handshake_timeout
-            )
+            # https does its own TLS: it reads the ClientHello first (ACME tls-alpn-01)
+            context = None if kind.protocol == "http" else self.tls.context
+            listener = Listener(kind, sock, handler, limits, context, self.cfg.limits.tls_handshake_timeout)
             await listener.start()
             self.listeners.append(listener)
             log.info("listening: %s on %s", service, listener.address)
@@ -227,13 +232,15 @@ class Server:
             from mailroom.services import build_handlers
 
             assert self.store is not None and self.tls is not None
-            self.handlers = build_handlers(self.cfg, self.store, self.tls, self.stopping)
+            self.handlers = build_handlers(self.cfg, self.store, self.tls, self.stopping, self.challenges)
             if self.cfg.dev:
                 ensure_demo_account(self.cfg.data_path, self.cfg.server.hostname, self.out)
             if not self.cfg.dns_enabled:
                 log.info("dns: lookups are off (no [dns] nameservers): remote delivery is deferred")
                 log.info("dns: SPF, DKIM and DMARC checks will report 'none'")
             await self.start(sockets)
+            self.certs = CertificateManager(self.cfg, self.tls, self.cfg.data_path, self.challenges)
+            self.certs.start()
             self.out(
                 "  listening: " + ", ".join(f"{lst.kind.service} {lst.address}" for lst in self.listeners)
             )
@@ -267,12 +274,13 @@ class Server:
         keep = {name: getattr(self.cfg, name) for name in restart}
         self.cfg = dataclasses.replace(new, **keep)
         logs.set_level(self.cfg.log.level)
-        if self.tls is not None:
-            with contextlib.suppress(TLSError):
-                self.tls.reload()
+        if self.certs is not None:
+            self.certs.reload()  # files: re-read cert and key now; acme: re-check (and `cert renew`)
         log.info("reload: configuration applied from %s", self.config_path)
 
     async def shutdown(self) -> None:
+        if self.certs is not None:
+            await self.certs.stop()
         for listener in self.listeners:
             listener.stop_accepting()
         await asyncio.gather(*(listener.finish(grace=5.0) for listener in self.listeners))

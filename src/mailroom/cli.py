@@ -7,6 +7,7 @@ users never see a traceback (set MAILROOM_DEBUG=1 to get one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sqlite3
@@ -280,6 +281,35 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cert_status(args: argparse.Namespace) -> int:
+    from mailroom.acme.status import CertStatusError, status_lines
+
+    cfg, _ = _load(args)
+    try:
+        print("\n".join(status_lines(cfg)))
+    except CertStatusError as exc:
+        print(f"mailroom: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_cert_renew(args: argparse.Namespace) -> int:
+    from mailroom.acme.status import CertStatusError, request_renewal
+
+    cfg, _ = _load(args)
+    drop_privileges(resolve_user(cfg))
+    pid = None
+    if server_running(cfg.data_path):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((cfg.data_path / "mailroom.lock").read_text().split()[0])
+    try:
+        print(request_renewal(cfg, pid))
+    except CertStatusError as exc:
+        print(f"mailroom: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"mailroom {__version__} (schema {SCHEMA_VERSION})")
     return 0
@@ -327,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(cfg, "example", cmd_config_example, "print a complete, commented sample config")
     p = add(cfg, "check", cmd_config_check, "validate a config file")
     p.add_argument("path", nargs="?")
+
+    crt = sub.add_parser("cert", help="the TLS certificate").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    add(crt, "status", cmd_cert_status, "show the certificate, its issuer, expiry and the next renewal")
+    add(crt, "renew", cmd_cert_renew, 'renew the ACME certificate now (tls.mode = "acme")')
 
     dom = sub.add_parser("domain", help="local domains").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True

@@ -201,6 +201,20 @@ def _ip_version(version: int) -> Callable[[str, Any], str]:
     return parse
 
 
+def _hostnames(key: str, value: Any) -> tuple[str, ...]:
+    return tuple(_hostname(key, name) for name in _parse_str_list(key, value))
+
+
+def _challenges(key: str, value: Any) -> tuple[str, ...]:
+    kinds = _parse_str_list(key, value)
+    for kind in kinds:
+        if kind not in ("http-01", "tls-alpn-01"):
+            raise ConfigError(key, f'expected "http-01" or "tls-alpn-01", got {kind!r}')
+    if not kinds:
+        raise ConfigError(key, "must name at least one challenge type")
+    return kinds
+
+
 def _optional_path(key: str, value: Any) -> str:
     return _parse_str(key, value)
 
@@ -337,6 +351,24 @@ class TLSConfig:
     )
     acme_ca_file: str = _option(
         "", "Extra CA bundle to trust the ACME server (a private one such as Pebble)", _optional_path, ""
+    )
+    acme_names: tuple[str, ...] = _option(
+        (),
+        "More names for the ACME certificate besides server.hostname (e.g. autoconfig., mta-sts.)",
+        _hostnames,
+        [],
+    )
+    acme_challenges: tuple[str, ...] = _option(
+        ("http-01", "tls-alpn-01"),
+        'ACME challenge types to try, in order: "http-01" (http listener), "tls-alpn-01" (https listener)',
+        _challenges,
+        ["http-01", "tls-alpn-01"],
+    )
+    watch_interval: float = _option(
+        30.0,
+        'How often mode = "files" checks cert and key for changes (SIGHUP re-reads them at once)',
+        parse_duration,
+        "30s",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from mailroom.acme.challenges import ChallengeResponder
 from mailroom.config import Config
 from mailroom.net.listeners import SessionHandler
 from mailroom.net.pop3 import POP3Context, pop3_handler
@@ -11,13 +12,20 @@ from mailroom.net.smtp import SMTPContext, smtp_handler
 from mailroom.net.tls import ServerTLS
 from mailroom.policy.auth import Authenticator
 from mailroom.store.service import Store
+from mailroom.web.server import WebContext, build_router, http_handler
 
 
 def build_handlers(
-    cfg: Config, store: Store, tls: ServerTLS, stopping: asyncio.Event
+    cfg: Config,
+    store: Store,
+    tls: ServerTLS,
+    stopping: asyncio.Event,
+    challenges: ChallengeResponder | None = None,
 ) -> dict[str, SessionHandler]:
     auth = Authenticator(store)
+    challenges = challenges or ChallengeResponder()
     return {
         "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping)),
         "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
+        "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
     }

@@ -192,7 +192,8 @@ class Listener:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def start(self) -> None:
-        use_tls = self.kind.tls == "implicit"
+        # no context: the session does TLS itself (https reads the ClientHello first, for tls-alpn-01)
+        use_tls = self.kind.tls == "implicit" and self.tls_context is not None
         self.server = await asyncio.start_server(
             self._accept,
             sock=self.sock,

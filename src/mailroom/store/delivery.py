@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 from mailroom.store import mail, sending
 from mailroom.store.queue import QueueEnvelope, enqueue
@@ -25,7 +25,7 @@ class LocalCopy:
 
 @dataclass(frozen=True)
 class Delivery:
-    source: BinaryIO
+    source: IO[bytes]
     size: int
     internal_date: int
     local: Sequence[LocalCopy] = ()

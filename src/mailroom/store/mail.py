@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from mailroom.store.database import NotFoundError
 
@@ -111,7 +111,7 @@ def special_mailbox(conn: sqlite3.Connection, account_id: int, special_use: str)
 # --- bodies -------------------------------------------------------------------------------------
 
 
-def insert_body(conn: sqlite3.Connection, source: BinaryIO, size: int, prefix: bytes = b"") -> int:
+def insert_body(conn: sqlite3.Connection, source: IO[bytes], size: int, prefix: bytes = b"") -> int:
     """Copy ``prefix`` and then ``size`` bytes from ``source`` into a new body row, chunk by chunk."""
     total = len(prefix) + size
     body_id = int(
@@ -197,7 +197,7 @@ def add_message(
 
 def store_message(
     conn: sqlite3.Connection,
-    source: BinaryIO,
+    source: IO[bytes],
     size: int,
     placements: Iterable[Placement],
     internal_date: int,
