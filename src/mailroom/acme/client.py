@@ -14,7 +14,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,11 @@ from josepy.jwk import JWK, JWKEC
 
 from mailroom import __version__
 from mailroom.acme.challenges import ChallengeResponder
+from mailroom.acme.issued import Issued, IssueError, write_private
 
 log = logging.getLogger("mailroom.acme")
 
 CHALLENGE_TYPES = ("http-01", "tls-alpn-01")
-
-
-class IssueError(Exception):
-    """Issuance failed; ``str()`` is one line saying why (the CA's own words where it gave any)."""
-
-
-@dataclass(frozen=True)
-class Issued:
-    fullchain_pem: bytes
-    key_pem: bytes
-    challenge: str  # the challenge type that was answered ("reused" when the CA had valid authorizations)
 
 
 class _TLSALPN01Response(challenges.ChallengeResponse):
@@ -54,18 +43,6 @@ class _TLSALPN01Response(challenges.ChallengeResponse):
         # an object with no fields is falsy, and ClientNetwork would then send an empty payload
         # (a POST-as-GET, which does not start validation) instead of "{}"
         return True
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically with mode 0600 (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_account_key(path: Path) -> JWKEC:

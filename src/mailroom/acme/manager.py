@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 from cryptography import x509
 
 from mailroom.acme.challenges import ChallengeResponder
-from mailroom.acme.client import ACMEIssuer, Issued, IssueError, write_private
+from mailroom.acme.issued import Issued, IssueError, write_private
 from mailroom.acme.selfsigned import ensure_self_signed
 from mailroom.config import Config
 from mailroom.net.tls import CertInfo, ServerTLS, TLSError, cert_info, check_pair
@@ -211,13 +211,8 @@ class CertificateManager:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.names = acme_names(cfg)
-        self.issuer: Issuer = issuer or ACMEIssuer(
-            cfg.tls.acme_directory,
-            cfg.tls.acme_email,
-            self.paths.account_key,
-            responder,
-            ca_file=cfg.tls.acme_ca_file,
-            available=lambda typ: bool(cfg.listeners.http if typ == "http-01" else cfg.listeners.https),
+        self.issuer: Issuer = issuer or (
+            _acme_issuer(cfg, self.paths.account_key, responder) if cfg.tls.mode == "acme" else _NoIssuer()
         )
         self._wake = asyncio.Event()
         self._forced_reload = False
@@ -418,3 +413,23 @@ class CertificateManager:
         self.tls.cert, self.tls.key = self.paths.cert, self.paths.key
         assert self.tls.info is not None
         return self.tls.info
+
+
+class _NoIssuer:
+    """Stands in when tls.mode is not "acme", so the ACME client library is never imported."""
+
+    def issue(self, names: list[str], preference: list[str]) -> Issued:
+        raise IssueError('tls.mode is not "acme"')
+
+
+def _acme_issuer(cfg: Config, account_key: Path, responder: ChallengeResponder) -> Issuer:
+    from mailroom.acme.client import ACMEIssuer  # heavy (requests, josepy): only when used
+
+    return ACMEIssuer(
+        cfg.tls.acme_directory,
+        cfg.tls.acme_email,
+        account_key,
+        responder,
+        ca_file=cfg.tls.acme_ca_file,
+        available=lambda typ: bool(cfg.listeners.http if typ == "http-01" else cfg.listeners.https),
+    )
