@@ -1,0 +1,3 @@
+from tests.dns.knot import knot
+
+__all__ = ["knot"]
