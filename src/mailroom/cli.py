@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mailroom import __version__
+from mailroom import __version__, cli_auth
 from mailroom import config as configmod
 from mailroom.address import AddressError
 from mailroom.app import ServerLock, StartupError, drop_privileges, resolve_user, serve, server_running
@@ -413,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(als, "remove", cmd_alias_remove, "remove an alias, or only some of its targets")
     p.add_argument("source")
     p.add_argument("targets", nargs="*")
+    cli_auth.register(sub)
     return parser
 
 
