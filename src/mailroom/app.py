@@ -63,6 +63,30 @@ def drop_privileges(run_as: RunAs | None) -> None:
     os.environ["HOME"] = pwd.getpwuid(run_as.uid).pw_dir
 
 
+# Modules the sessions import lazily (stdlib email helpers, codecs); loaded while still root so a
+# Python installed where [server] user cannot read (e.g. under /root) keeps working after the drop.
+PRELOAD = (
+    "mailroom.services",
+    "email.header",
+    "email.utils",
+    "email._header_value_parser",
+    "email.headerregistry",
+    "email.parser",
+    "email.policy",
+    "encodings.idna",
+    "encodings.punycode",
+    "stringprep",
+    "unicodedata",
+)
+
+
+def preload_modules() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
 def prepare_data_dir(cfg: Config, run_as: RunAs | None) -> Path:
     """Create data_dir (owned by the run-as user) and check it is writable by whoever will use it."""
     path = cfg.data_path
@@ -172,6 +196,7 @@ class Server:
             for _, sock in sockets:
                 sock.close()
             raise
+        preload_modules()  # after the drop the interpreter's files may not be readable any more
         drop_privileges(run_as)
         if os.geteuid() == 0 and run_as is None and not cfg.dev:
             log.warning("running as root: set [server] user so mailroom drops privileges after binding")
