@@ -91,9 +91,10 @@ def write_config(root: Path, ports: dict[str, int], extra: str = "") -> Path:
         f'{name} = "127.0.0.1:{ports[name]}"' if name in ports else f'{name} = ""' for name in SERVICES
     )
     path = root / "mailroom.toml"
+    dns = "" if "[dns]" in extra else "[dns]\nnameservers = []\n"  # DNS off unless the test brings its own
     path.write_text(
         f'[server]\nhostname = "mx.example.org"\ndata_dir = "{root / "data"}"\n'
-        f'[listeners]\n{listeners}\n[dns]\nnameservers = []\n[log]\nlevel = "debug"\n{extra}'
+        f'[listeners]\n{listeners}\n{dns}[log]\nlevel = "debug"\n{extra}'
     )
     return path
 

@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from mailroom import config as configmod
 from mailroom import logs
@@ -27,6 +27,9 @@ from mailroom.store import directory
 from mailroom.store.database import StoreError, open_database, transaction
 from mailroom.store.service import Store
 from mailroom.store.spool import clean_spool
+
+if TYPE_CHECKING:
+    from mailroom.delivery.runner import QueueRunner
 
 log = logging.getLogger("mailroom.server")
 
@@ -67,6 +70,7 @@ def drop_privileges(run_as: RunAs | None) -> None:
 # Python installed where [server] user cannot read (e.g. under /root) keeps working after the drop.
 PRELOAD = (
     "mailroom.services",
+    "mailroom.delivery.runner",
     "email.header",
     "email.utils",
     "email._header_value_parser",
@@ -179,6 +183,7 @@ class Server:
         self.handlers: dict[str, SessionHandler] = {}
         self.challenges = ChallengeResponder(cfg.data_path / "tls" / "tmp")
         self.certs: CertificateManager | None = None
+        self.runner: QueueRunner | None = None
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -257,7 +262,13 @@ class Server:
             from mailroom.services import build_handlers
 
             assert self.store is not None and self.tls is not None
-            self.handlers = build_handlers(self.cfg, self.store, self.tls, self.stopping, self.challenges)
+            from mailroom import dns
+            from mailroom.delivery.runner import QueueRunner
+
+            self.runner = QueueRunner(self.cfg, self.store, dns.from_config(self.cfg.dns))
+            self.handlers = build_handlers(
+                self.cfg, self.store, self.tls, self.stopping, self.challenges, queued=self.runner.wake
+            )
             if self.cfg.dev:
                 ensure_demo_account(self.cfg.data_path, self.cfg.server.hostname, self.out)
             if not self.cfg.dns_enabled:
@@ -266,6 +277,7 @@ class Server:
             await self.start(sockets)
             self.certs = CertificateManager(self.cfg, self.tls, self.cfg.data_path, self.challenges)
             self.certs.start()
+            self.runner.start()
             self.out(
                 "  listening: " + ", ".join(f"{lst.kind.service} {lst.address}" for lst in self.listeners)
             )
@@ -306,6 +318,8 @@ class Server:
     async def shutdown(self) -> None:
         if self.certs is not None:
             await self.certs.stop()
+        if self.runner is not None:
+            await self.runner.stop()
         for listener in self.listeners:
             listener.stop_accepting()
         await asyncio.gather(*(listener.finish(grace=5.0) for listener in self.listeners))

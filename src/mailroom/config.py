@@ -215,6 +215,28 @@ def _challenges(key: str, value: Any) -> tuple[str, ...]:
     return kinds
 
 
+def _relay(key: str, value: Any) -> str:
+    text = _parse_str(key, value).strip()
+    if text:
+        from mailroom.delivery.routing import parse_relay
+
+        try:
+            parse_relay(text)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
+    return text
+
+
+def _routes(key: str, value: Any) -> tuple[str, ...]:
+    routes = _parse_str_list(key, value)
+    for route in routes:
+        domain, sep, relay = route.partition("=")
+        if not sep or not domain.strip():
+            raise ConfigError(key, f'expected "domain=host:port", got {route!r}')
+        _relay(key, relay)
+    return routes
+
+
 def _optional_path(key: str, value: Any) -> str:
     return _parse_str(key, value)
 
@@ -396,6 +418,38 @@ class DeliveryConfig:
     )
     source_ipv6: str = _option(
         "", 'Source address for outbound IPv6 connections ("" = any)', _ip_version(6), ""
+    )
+    smarthost: str = _option(
+        "",
+        'Send all outbound mail through this relay, "host:port" (home ISPs often block port 25; "" = deliver by MX)',
+        _relay,
+        "",
+    )
+    smarthost_tls: str = _option(
+        "starttls",
+        '"starttls" (required), "implicit" (port 465) or "none" for the smarthost',
+        _choice("starttls", "implicit", "none"),
+    )
+    smarthost_username: str = _option("", 'Username for AUTH at the smarthost ("" = no AUTH)', _parse_str, "")
+    smarthost_password_file: str = _option(
+        "",
+        "File holding the smarthost password (kept out of this file so it can stay world-readable)",
+        _parse_str,
+        "",
+    )
+    routes: tuple[str, ...] = _option(
+        (),
+        'Per-destination relays, e.g. ["outlook.com=relay.example:587", ".hotmail.com=relay.example:587"]',
+        _routes,
+        [],
+    )
+    mx_port: int = _option(25, "Port of the MX hosts (25 on the internet; tests use others)", _parse_int)
+    max_parallel: int = _option(10, "Outbound SMTP transactions at the same time", _parse_int)
+    give_up_after: float = _option(
+        432000.0, "Bounce a message still undelivered after this long", parse_duration, "5d"
+    )
+    delay_warning_after: float = _option(
+        14400.0, "Tell the sender mail is delayed after this long (once)", parse_duration, "4h"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from mailroom.acme.challenges import ChallengeResponder
 from mailroom.config import Config
@@ -21,11 +22,12 @@ def build_handlers(
     tls: ServerTLS,
     stopping: asyncio.Event,
     challenges: ChallengeResponder | None = None,
+    queued: Callable[[], None] = lambda: None,
 ) -> dict[str, SessionHandler]:
     auth = Authenticator(store)
     challenges = challenges or ChallengeResponder()
     return {
-        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping)),
+        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping, queued)),
         "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
         "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
     }

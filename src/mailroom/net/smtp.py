@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailroom import logs
@@ -72,6 +73,7 @@ class SMTPContext:
     tls: ServerTLS
     auth: Authenticator
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    queued: Callable[[], None] = lambda: None  # tells the outbound queue runner there is new mail
 
 
 @dataclass
@@ -423,6 +425,8 @@ class SMTPSession:
             spool.close()
             tx.spool = None
         self.ctx.store.publish(account_id for account_id, _ in result.stored)
+        if result.queue_id is not None:
+            self.ctx.queued()
         self.engine.accept(f"Ok: queued as {tx.queue_id}")
         self.messages += 1
         self._log_delivery(tx, result)

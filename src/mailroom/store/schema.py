@@ -151,6 +151,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (account_id, address)
     ) WITHOUT ROWID;
     """,
+    # 3: IMAP: the \\Recent high-water mark, subscriptions that outlive their mailbox (RFC 9051 §6.3.7),
+    #    a per-body cache of MIME structure (BODYSTRUCTURE, ENVELOPE, part offsets), and indexes for
+    #    SELECT (first unseen message, keywords in use)
+    """
+    ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1;  -- UIDs >= this are \\Recent for the next SELECT
+    ALTER TABLE accounts ADD COLUMN uidvalidity_last INTEGER NOT NULL DEFAULT 0;  -- last UIDVALIDITY handed out by CREATE/RENAME
+
+    CREATE TABLE subscriptions (
+        account_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        PRIMARY KEY (account_id, name)
+    ) WITHOUT ROWID;
+    INSERT INTO subscriptions (account_id, name) SELECT account_id, name FROM mailboxes WHERE subscribed = 1;
+    -- mailboxes made elsewhere (new accounts) keep starting out subscribed
+    CREATE TRIGGER mailboxes_subscribe AFTER INSERT ON mailboxes WHEN NEW.subscribed = 1 BEGIN
+        INSERT OR IGNORE INTO subscriptions (account_id, name) VALUES (NEW.account_id, NEW.name);
+    END;
+
+    CREATE TABLE imap_cache (
+        body_id        INTEGER PRIMARY KEY REFERENCES bodies(id) ON DELETE CASCADE,
+        bodystructure  BLOB NOT NULL,
+        body           BLOB NOT NULL,
+        envelope       BLOB NOT NULL,
+        parts          TEXT NOT NULL            -- JSON part tree: offsets, sizes, encodings (mailroom.imap.structure)
+    );
+
+    CREATE INDEX messages_unseen ON messages (mailbox_id, uid) WHERE flags & 1 = 0;
+    CREATE INDEX messages_keywords ON messages (mailbox_id, keywords) WHERE keywords != '';
+    CREATE INDEX expunged_by_modseq ON expunged (mailbox_id, modseq);
+    """,
+    # 4: outbound queue: the delay warning is sent once per recipient (RFC 3464 "delayed")
+    """
+    ALTER TABLE queue_recipients ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
