@@ -110,7 +110,9 @@ class BindError(Exception):
 def bind(service: str, endpoint: Endpoint) -> socket.socket:
     """Bind one listening socket; IPv6 sockets are IPv6-only so 0.0.0.0 and [::] can coexist."""
     family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP given explicitly: asyncio then sets TCP_NODELAY on accepted connections (a reply
+    # written in two pieces otherwise waits ~40 ms for the peer's delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

@@ -8,7 +8,9 @@ time (RFC 1939 §8: exclusive-access lock; the second gets [IN-USE], RFC 2449 §
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +18,7 @@ from mailroom import logs
 from mailroom.config import Config
 from mailroom.net.listeners import Connection, SessionHandler
 from mailroom.net.sasl_exchange import Authenticated, Outcome, Rejected, SaslExchange, SendChallenge
-from mailroom.net.tls import ServerTLS
+from mailroom.net.tls import ServerTLS, describe
 from mailroom.policy.auth import Authenticator
 from mailroom.store import mail
 from mailroom.store.directory import Account
@@ -25,6 +27,7 @@ from mailroom.wire import pop3
 
 READ_SIZE = 64 * 1024
 BODY_CHUNK = 256 * 1024
+PREFETCH_MAX = 64 * 1024  # read the next message ahead when it is at most this big
 POP3_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
 
 
@@ -59,6 +62,14 @@ def load_drop(
     return box.id, messages, entries
 
 
+def read_message_chunk(conn: sqlite3.Connection, body_id: int, offset: int, length: int) -> bytes | None:
+    """One piece of a message for RETR/TOP; None when the body is gone (the snapshot taken at login
+    still lists a message that an IMAP session has expunged since, and nothing else holds it)."""
+    if conn.execute("SELECT 1 FROM bodies WHERE id = ?", (body_id,)).fetchone() is None:
+        return None
+    return mail.read_chunk(conn, body_id, offset, length)
+
+
 def apply_update(conn: sqlite3.Connection, mailbox_id: int, deleted: list[int], seen: list[int]) -> None:
     mail.add_flags(conn, mailbox_id, seen, mail.FLAG_BITS["\\Seen"])
     mail.expunge(conn, mailbox_id, deleted)
@@ -81,15 +92,27 @@ class POP3Session:
         self.mailbox_id = 0
         self.drop: list[DropMessage] = []
         self.retrieved: set[int] = set()  # UIDs sent whole by RETR: \Seen at QUIT, as Dovecot does
+        # (drop index, its first piece being read): clients download in order, so while one
+        # message is on the wire the store already reads the next one
+        self.prefetch: tuple[int, asyncio.Future[bytes | None]] | None = None
 
     async def run(self) -> None:
         self.log.info(
             "connect from [%s]:%d tls=%s", self.conn.peer_ip, self.conn.peer_port, self.conn.tls_active
         )
+        # Every answer is flushed as soon as it is complete and the client waits for it before
+        # its next command: with Nagle's algorithm on, a reply's last segment waits for the ACK
+        # of the one before, which the client delays (40 ms per RETR on Linux). asyncio only
+        # disables Nagle itself on sockets created with proto=IPPROTO_TCP, not on ours.
+        sock = self.conn.writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.engine.greeting()
         try:
             await self._loop()
         finally:
+            if self.prefetch is not None:
+                self.prefetch[1].cancel()
             if self.account is not None:
                 self.ctx.locked.discard(self.account.id)
             self.log.info("disconnect from [%s]", self.conn.peer_ip)
@@ -98,20 +121,35 @@ class POP3Session:
         data = self.engine.data_to_send()
         if data:
             self.conn.writer.write(data)
-            await self.conn.writer.drain()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        # A client that stops reading in the middle of a RETR must not hold the session (and the
+        # maildrop lock) for ever: the output has to make progress within the idle timeout.
+        # asyncio.timeout, not wait_for: wait_for runs drain() in a new task, which yields to the
+        # event loop even when nothing is buffered; after "+OK Begin TLS negotiation" that lets the
+        # client's ClientHello be read as plaintext and discarded by start_tls (fetchmail hung).
+        timeout = self.ctx.cfg.limits.pop3_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.conn.writer.drain()
+        except TimeoutError:
+            self.log.info("client read nothing for %ss; closing", timeout)
+            raise
 
     async def _loop(self) -> None:
         while True:
             event = self.engine.next_event()
             if event is pop3.NEED_DATA:
                 await self._flush()
+                timeout = self.ctx.cfg.limits.pop3_timeout
                 try:
-                    data = await asyncio.wait_for(
-                        self.conn.reader.read(READ_SIZE), self.ctx.cfg.limits.pop3_timeout
-                    )
+                    # conn.read marks the connection idle: a shutdown may end it at once
+                    data = await self.conn.read(READ_SIZE, timeout)
                 except TimeoutError:
+                    self.log.info("timeout after %ss of silence", timeout)
                     self.conn.writer.write(b"-ERR [SYS/TEMP] autologout: idle for too long\r\n")
-                    await self.conn.writer.drain()
+                    await self._drain()
                     return
                 self.engine.receive_data(data)
                 continue
@@ -120,13 +158,15 @@ class POP3Session:
                 return
             try:
                 await self._handle(event)
-            except (ConnectionError, TimeoutError):
-                raise
+            except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
+                raise  # the peer went away or stalled: the listener ends the session quietly
             except Exception:
                 self.log.exception("internal error handling %s", type(event).__name__)
-                if self.engine.state is not pop3.State.UPDATE:
+                if self.engine.decision_pending:
                     self.engine.reject("internal error, try again later", "SYS/TEMP")
-                await self._flush()
+                    await self._flush()
+                # else a multi-line answer is half sent (or UPDATE failed after its reply):
+                # only closing the connection tells the client it is incomplete
                 return
 
     async def _handle(self, event: pop3.Event | object) -> None:
@@ -153,10 +193,17 @@ class POP3Session:
             case pop3.StartTLS():
                 self.engine.accept()
                 await self._flush()
-                await self.conn.start_tls(self.ctx.tls.context, self.ctx.cfg.limits.tls_handshake_timeout)
+                try:
+                    await self.conn.start_tls(self.ctx.tls.context, self.ctx.cfg.limits.tls_handshake_timeout)
+                except (ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                    # e.g. the client does not trust our certificate: its mistake or its policy,
+                    # one line in the log, no traceback
+                    self.log.info("STLS handshake failed: %s", str(exc) or type(exc).__name__)
+                    raise ConnectionAbortedError("TLS handshake failed") from exc
                 self.engine.tls_started()
+                self.log.info("STLS: %s", describe(self.conn.writer.get_extra_info("ssl_object")))
             case pop3.Retrieve(index=index, top_lines=top_lines):
-                await self._retrieve(self.drop[index], top_lines)
+                await self._retrieve(index, top_lines)
             case pop3.Update(deleted=deleted):
                 await self._update([self.drop[i].uid for i in deleted])
             case pop3.ProtocolViolation(message=message):
@@ -190,17 +237,51 @@ class POP3Session:
         self.engine.login_succeeded(entries, username=account.address)
         self.log.info("login user=%s messages=%d", account.address, len(entries))
 
-    async def _retrieve(self, message: DropMessage, top_lines: int | None) -> None:
+    def _read_first(self, index: int) -> asyncio.Future[bytes | None]:
+        future = asyncio.ensure_future(
+            self.ctx.store.read(read_message_chunk, self.drop[index].body_id, 0, BODY_CHUNK)
+        )
+        # a read ahead that is never used must not log "exception was never retrieved"
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
+
+    async def _first_chunk(self, index: int) -> bytes | None:
+        ahead, self.prefetch = self.prefetch, None
+        if ahead is not None and ahead[0] == index:
+            first = ahead[1]
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            first = self._read_first(index)
+        following = index + 1
+        if following < len(self.drop) and self.drop[following].size <= PREFETCH_MAX:
+            self.prefetch = (following, self._read_first(following))
+        return await first
+
+    async def _retrieve(self, index: int, top_lines: int | None) -> None:
+        number, message = index + 1, self.drop[index]
+        # The first piece is read before "+OK": a message that vanished still gets a clean -ERR
+        chunk = await self._first_chunk(index)
+        if chunk is None:
+            self.log.info("message %d (uid %d) was expunged by another session", number, message.uid)
+            self.engine.reject(f"message {number} was removed by another session")
+            return
         self.engine.begin_message()
-        offset = 0
-        while offset < message.size and self.engine.wants_more_message_data:
-            chunk = await self.ctx.store.read(mail.read_chunk, message.body_id, offset, BODY_CHUNK)
-            if not chunk:
-                break
+        offset = len(chunk)
+        self.engine.message_data(chunk)
+        while chunk and offset < message.size and self.engine.wants_more_message_data:
+            await self._flush()  # stream: never more than one chunk in memory
+            chunk = await self.ctx.store.read(read_message_chunk, message.body_id, offset, BODY_CHUNK)
+            if chunk is None:
+                # gone in the middle: the answer cannot be completed, only cut off
+                self.log.info("message %d (uid %d) was expunged while being sent", number, message.uid)
+                raise ConnectionAbortedError(f"message {number} vanished while being sent")
             offset += len(chunk)
             self.engine.message_data(chunk)
-            await self._flush()  # stream: never more than one chunk in memory
         self.engine.end_message()
+        # One write for the end of the answer (all of it for most messages), and nothing left
+        # waiting when pipelined RETRs follow
+        await self._flush()
         if top_lines is None:
             self.retrieved.add(message.uid)
 

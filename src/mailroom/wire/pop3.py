@@ -108,7 +108,9 @@ class POP3Config:
     implementation: str = "mailroom"
     # RFC 2449 §4: a command line is at most 255 octets with CRLF; allow some slack
     max_line: int = 512
-    max_errors: int = 10  # protocol errors before "-ERR too many errors" and close
+    # protocol errors in a row (as Dovecot counts them) before "-ERR too many errors" and close: a
+    # long session may meet many harmless -ERRs (RETR of a message gone, probing LAST/XTND ...)
+    max_errors: int = 10
     # RFC 5034 §4: SASL responses are not commands; PLAIN with a long password must still fit
     max_auth_line: int = 8192
 
@@ -425,6 +427,8 @@ class POP3ServerEngine:
                     self._command_line(line)
             except RemoteProtocolError as exc:
                 self._violation(exc.reply, exc.message)
+            else:
+                self._errors = 0  # a valid command: the count is of errors in a row
 
     def capabilities(self) -> list[str]:
         """RFC 2449 §5: what CAPA lists now; the one place that says what is advertised."""
@@ -441,6 +445,12 @@ class POP3ServerEngine:
         if self.config.implementation:
             caps.append(f"IMPLEMENTATION {self.config.implementation}")  # RFC 2449 §6.9
         return caps
+
+    @property
+    def decision_pending(self) -> bool:
+        """An event waits for accept/reject/login_succeeded/...: ``reject`` may be called now (it
+        may not once ``begin_message`` has started a multi-line answer)."""
+        return self._phase is _Phase.DECISION and isinstance(self._pending, _DECISIONS)
 
     # -- answers to pending events -----------------------------------------------------------
 
