@@ -33,6 +33,7 @@ class RunningServer:
     config_path: Path
     ports: dict[str, int]
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"  # where the smtp listener answers (readiness probe)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +68,7 @@ class RunningServer:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             if "mailroom ready" in self.log()[offset:]:
                 try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    socket.create_connection((self.host, port), timeout=1).close()
                     return
                 except OSError:
                     pass

@@ -265,9 +265,16 @@ class Server:
             from mailroom import dns
             from mailroom.delivery.runner import QueueRunner
 
-            self.runner = QueueRunner(self.cfg, self.store, dns.from_config(self.cfg.dns))
+            resolver = dns.from_config(self.cfg.dns)
+            self.runner = QueueRunner(self.cfg, self.store, resolver)
             self.handlers = build_handlers(
-                self.cfg, self.store, self.tls, self.stopping, self.challenges, queued=self.runner.wake
+                self.cfg,
+                self.store,
+                self.tls,
+                self.stopping,
+                self.challenges,
+                queued=self.runner.wake,
+                resolver=resolver,
             )
             if self.cfg.dev:
                 ensure_demo_account(self.cfg.data_path, self.cfg.server.hostname, self.out)

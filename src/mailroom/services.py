@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from mailroom.acme.challenges import ChallengeResponder
 from mailroom.config import Config
+from mailroom.dns import Resolver
+from mailroom.mailauth.resolver import from_dns
 from mailroom.net.listeners import SessionHandler
 from mailroom.net.pop3 import POP3Context, pop3_handler
 from mailroom.net.smtp import SMTPContext, smtp_handler
@@ -23,11 +25,13 @@ def build_handlers(
     stopping: asyncio.Event,
     challenges: ChallengeResponder | None = None,
     queued: Callable[[], None] = lambda: None,
+    resolver: Resolver | None = None,
 ) -> dict[str, SessionHandler]:
     auth = Authenticator(store)
+    lookup = from_dns(resolver) if resolver is not None and cfg.dns_enabled else None
     challenges = challenges or ChallengeResponder()
     return {
-        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping, queued)),
+        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping, queued, lookup)),
         "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
         "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
     }

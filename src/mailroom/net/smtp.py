@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import errno
+import logging
 import secrets
 import sqlite3
 import ssl
@@ -21,6 +22,10 @@ from dataclasses import dataclass, field
 from mailroom import logs
 from mailroom.address import AddressError, normalize_domain, normalize_local
 from mailroom.config import Config
+from mailroom.mailauth.dkim import SigningKey, load_keys
+from mailroom.mailauth.dkim import sign as dkim_sign
+from mailroom.mailauth.inbound import authenticate, stamp
+from mailroom.mailauth.resolver import DnsLookup
 from mailroom.message.trace import (
     MAX_RECEIVED,
     HeaderScanner,
@@ -74,6 +79,17 @@ class SMTPContext:
     auth: Authenticator
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     queued: Callable[[], None] = lambda: None  # tells the outbound queue runner there is new mail
+    lookup: DnsLookup | None = None  # mail authentication's DNS; None: lookups off (dev mode)
+    dkim_keys: dict[str, list[SigningKey]] = field(default_factory=dict)  # cache per domain
+
+    def signing_keys(self, domain: str) -> list[SigningKey]:
+        if domain not in self.dkim_keys:
+            try:
+                self.dkim_keys[domain] = load_keys(self.store.data_dir, domain)
+            except (OSError, ValueError) as exc:
+                logging.getLogger("mailroom.dkim").error("DKIM keys for %s unusable: %s", domain, exc)
+                self.dkim_keys[domain] = []
+        return self.dkim_keys[domain]
 
 
 @dataclass
@@ -399,14 +415,29 @@ class SMTPSession:
             self._end_transaction()
             return
         # trace fields go on top (RFC 5321 §4.4), then any header submission adds
-        extra = tx.received + self._submission_headers(tx)
+        added = self._submission_headers(tx)
+        junk = False
+        if self.conn.kind.submission:
+            added = await self._dkim_sign(tx, added) + added
+        else:
+            checked = await self._authenticate(tx)
+            if checked is None:
+                return
+            auth_header, junk = checked
+            tx.received = auth_header + tx.received
+        extra = tx.received + added
         spool = tx.spool
+        assert spool is not None
         tx.size = spool.size + len(extra)
         delivery = Delivery(
             source=spool.reader(),
             size=spool.size,
             internal_date=int(time.time()),
-            local=[LocalCopy(account_id) for _, ids in tx.local for account_id in sorted(ids)],
+            local=[
+                LocalCopy(account_id, "\\Junk" if junk else None)
+                for _, ids in tx.local
+                for account_id in sorted(ids)
+            ],
             local_prefix=return_path(tx.sender) + extra,
             remote=self._queue_envelope(tx),
             remote_prefix=extra,
@@ -431,6 +462,63 @@ class SMTPSession:
         self.messages += 1
         self._log_delivery(tx, result)
         self.tx = None
+
+    async def _authenticate(self, tx: _Transaction) -> tuple[bytes, bool] | None:
+        """MX: SPF, DKIM and DMARC before the final reply, so a reject is a real SMTP reject.
+
+        Returns (Authentication-Results header, deliver to Junk), or None when answered already.
+        """
+        if self.ctx.lookup is None:
+            self.log.debug("%s: dns lookups off: spf=none dkim=none dmarc=none", tx.queue_id)
+            return b"", False
+        assert tx.spool is not None
+        reader = tx.spool.reader()
+        message = reader.read()  # DKIM must see the whole message (bounded by message_size)
+        hostname = self.ctx.cfg.server.hostname
+        result = await authenticate(
+            self.ctx.lookup,
+            message,
+            authserv_id=hostname,
+            client_ip=self.conn.peer_ip,
+            helo=self.helo,
+            mail_from=tx.sender,
+        )
+        verdict = result.verdict
+        summary = " ".join(result.header.split(";", 1)[-1].split())
+        self.log.info("%s: %s -> %s", tx.queue_id, summary, verdict.action)
+        if verdict.action in ("reject", "tempfail"):
+            self.log.info("%s: refused from=<%s>: %s", tx.queue_id, tx.sender, verdict.reason)
+            self.engine.reject(reply(verdict.code, verdict.enhanced, verdict.text))
+            self._end_transaction()
+            return None
+        cleaned = stamp(message, "", hostname)  # RFC 8601 §5: drop A-R fields that claim to be ours
+        if cleaned != message:
+            replacement = SpoolFile(self.ctx.store.data_dir / "spool")
+            replacement.write(cleaned)
+            tx.spool.close()
+            tx.spool = replacement
+        return result.header.encode("utf-8"), verdict.action == "junk"
+
+    async def _dkim_sign(self, tx: _Transaction, added: bytes) -> bytes:
+        """Submission: DKIM-sign with the keys of the From domain (RFC 6376), added headers included."""
+        domain = self._signing_domain(tx)
+        keys = self.ctx.signing_keys(domain) if domain else []
+        if not keys:
+            return b""
+        assert tx.spool is not None
+        message = added + tx.spool.reader().read()
+        try:
+            return await dkim_sign(message, keys)
+        except ValueError as exc:
+            self.log.warning("%s: not DKIM-signed: %s", tx.queue_id, exc)
+            return b""
+
+    def _signing_domain(self, tx: _Transaction) -> str:
+        text = tx.scanner.from_value.decode("utf-8", "replace")
+        for _, addr in email.utils.getaddresses([text]):
+            if "@" in addr:
+                return addr.rpartition("@")[2].lower()
+        return tx.sender.rpartition("@")[2].lower()
 
     async def _from_owned(self, tx: _Transaction) -> bool:
         """Submission: every From: address must be the user's own (RFC 6409 §8 leaves this to policy)."""
