@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 from mailroom.acme.challenges import ChallengeResponder
 from mailroom.config import Config
+from mailroom.delivery.srs import SRS
 from mailroom.dns import Resolver
 from mailroom.mailauth.resolver import from_dns
 from mailroom.net.listeners import SessionHandler
@@ -16,6 +20,16 @@ from mailroom.net.tls import ServerTLS
 from mailroom.policy.auth import Authenticator
 from mailroom.store.service import Store
 from mailroom.web.server import WebContext, build_router, http_handler
+
+
+def srs_key(data_dir: Path) -> bytes:
+    """The SRS secret: 32 random bytes made on first start, mode 0600."""
+    path = data_dir / "srs.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 def build_handlers(
@@ -29,9 +43,10 @@ def build_handlers(
 ) -> dict[str, SessionHandler]:
     auth = Authenticator(store)
     lookup = from_dns(resolver) if resolver is not None and cfg.dns_enabled else None
+    srs = SRS([srs_key(store.data_dir)])
     challenges = challenges or ChallengeResponder()
     return {
-        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping, queued, lookup)),
+        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping, queued, lookup, srs=srs)),
         "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
         "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
     }

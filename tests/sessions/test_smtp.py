@@ -433,3 +433,39 @@ def test_sigterm_says_goodbye_to_idle_sessions(tmp_path: Path) -> None:
         assert time.monotonic() - started < 3  # idle sessions do not hold up shutdown
         assert c.reply() == b"421 4.3.2 Server shutting down"
         c.close()
+
+
+def test_forwarded_mail_gets_srs_and_bounces_come_back(server: RunningServer) -> None:
+    tag = unique()
+    with mx(server) as s:
+        assert s.sendmail("orig@sender.example", ["team@example.org"], f"Subject: {tag}\r\n\r\nfwd\r\n") == {}
+    conn = server.db()
+    try:
+        rows = conn.execute(
+            "SELECT q.sender FROM queue q JOIN queue_recipients r ON r.queue_id = q.id "
+            "JOIN bodies b ON b.id = q.body_id WHERE r.address = 'friend@remote.test' AND instr(b.data, ?) > 0",
+            (tag.encode(),),
+        ).fetchall()
+    finally:
+        conn.close()
+    (srs_sender,) = [r[0] for r in rows]
+    assert re.fullmatch(r"SRS0=[^=]{4}=[A-Z2-7]{2}=sender\.example=orig@mx\.example\.org", srs_sender), (
+        srs_sender
+    )
+    # a bounce to that address goes back to the original sender; a forged one is refused
+    with mx(server) as s:
+        assert s.sendmail("", [srs_sender], "Subject: bounce\r\n\r\nx\r\n") == {}
+        forged = srs_sender.replace("SRS0=", "SRS0=x", 1)
+        assert s.sendmail("", [forged, "alice@example.org"], "Subject: bounce\r\n\r\nx\r\n") == {
+            forged: (550, b"5.1.1 Recipient address rejected: user unknown")
+        }
+    conn = server.db()
+    try:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM queue_recipients WHERE address = 'orig@sender.example'"
+            ).fetchone()[0]
+            == 1
+        )
+    finally:
+        conn.close()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from mailroom import logs
 from mailroom.address import AddressError, normalize_domain, normalize_local
 from mailroom.config import Config
+from mailroom.delivery.srs import SRS, SRSInvalid, is_srs
 from mailroom.mailauth.dkim import SigningKey, load_keys
 from mailroom.mailauth.dkim import sign as dkim_sign
 from mailroom.mailauth.inbound import authenticate, stamp
@@ -81,6 +82,7 @@ class SMTPContext:
     queued: Callable[[], None] = lambda: None  # tells the outbound queue runner there is new mail
     lookup: DnsLookup | None = None  # mail authentication's DNS; None: lookups off (dev mode)
     dkim_keys: dict[str, list[SigningKey]] = field(default_factory=dict)  # cache per domain
+    srs: SRS | None = None  # rewrites senders of forwarded mail; None: forward unchanged
 
     def signing_keys(self, domain: str) -> list[SigningKey]:
         if domain not in self.dkim_keys:
@@ -303,6 +305,9 @@ class SMTPSession:
             address = f"postmaster@{await self._primary_domain()}"  # RFC 5321 §4.1.1.3
         resolution = await self.ctx.store.read(directory.resolve, address)
         notify = ",".join(params.notify) if params.notify else None
+        if resolution is None and self._is_our_srs(address):
+            await self._srs_bounce(address, params)
+            return
         if resolution is None:
             if not self.conn.kind.submission:
                 self.log.info("relay denied: from=<%s> to=<%s>", self.tx.sender, address)
@@ -325,6 +330,23 @@ class SMTPSession:
         self.tx.local.append((address, resolution.account_ids))
         # alias targets outside our domains are forwarded through the queue
         self.tx.remote.extend(QueueRecipient(ext, f"rfc822;{address}", notify) for ext in resolution.external)
+        self.engine.accept()
+
+    def _is_our_srs(self, address: str) -> bool:
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        return self.ctx.srs is not None and is_srs(address) and domain == self.ctx.cfg.server.hostname
+
+    async def _srs_bounce(self, address: str, params: ev.RcptParams) -> None:
+        """Mail to an SRS address we made goes back to the original sender (usually a bounce of a
+        forward); a forged or expired one is refused like an unknown user."""
+        assert self.tx is not None and self.ctx.srs is not None
+        original = self.ctx.srs.reverse(address, time.time())
+        if isinstance(original, SRSInvalid):
+            self.log.info("SRS address refused (%s): %s", original.reason, address)
+            self.engine.reject(USER_UNKNOWN)
+            return
+        notify = ",".join(params.notify) if params.notify else None
+        self.tx.remote.append(QueueRecipient(original, params.orcpt, notify))
         self.engine.accept()
 
     async def _within_recipient_limit(self, address: str) -> bool:
@@ -551,8 +573,16 @@ class SMTPSession:
     def _queue_envelope(self, tx: _Transaction) -> QueueEnvelope | None:
         if not tx.remote:
             return None
+        sender = tx.sender
+        if not self.conn.kind.submission and sender and self.ctx.srs is not None:
+            # forwarding someone else's mail: SRS (postsrsd's scheme) so the destination's SPF
+            # check sees our domain, and bounces find their way back through _srs_bounce
+            try:
+                sender = self.ctx.srs.forward(sender, self.ctx.cfg.server.hostname, time.time())
+            except ValueError:
+                pass
         return QueueEnvelope(
-            sender=tx.sender,
+            sender=sender,
             recipients=tx.remote,
             account_id=self.account.id if self.account else None,
             envid=tx.params.envid,
