@@ -310,6 +310,31 @@ def cmd_cert_renew(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    from mailroom.store.queue import list_queue
+
+    conn = _admin_db(args)
+    entries = list_queue(conn)
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.next_attempt))
+        print(
+            f"{e.queue_id}\t<{e.sender}>\t{e.address}\t{e.state}\tattempts={e.attempts}\tnext={when}Z\t{e.last_reply or ''}"
+        )
+    if not entries:
+        print("queue is empty")
+    return 0
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> int:
+    from mailroom.store.queue import retry_now
+
+    conn = _admin_db(args)
+    with transaction(conn):
+        count = retry_now(conn, int(time.time()))
+    print(f"{count} recipient(s) due now (a running server picks them up within a minute)")
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"mailroom {__version__} (schema {SCHEMA_VERSION})")
     return 0
@@ -413,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(als, "remove", cmd_alias_remove, "remove an alias, or only some of its targets")
     p.add_argument("source")
     p.add_argument("targets", nargs="*")
+    que = sub.add_parser("queue", help="the outbound queue").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    add(que, "list", cmd_queue_list, "list queued recipients with their state and last reply")
+    add(que, "retry", cmd_queue_retry, "make every deferred recipient due now")
+
     cli_auth.register(sub)
     return parser
 

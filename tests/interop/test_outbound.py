@@ -123,3 +123,24 @@ def test_unreachable_host_is_deferred(server: RunningServer) -> None:
     assert state == "pending" and attempts == 1 and last_reply.startswith("451 ")
     assert 240 < next_attempt - time.time() < 340  # 5 minutes, jittered 10 %
     assert "status=deferred" in server.log()
+
+
+def test_queue_commands(server: RunningServer) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "mailroom", "--config", str(server.config_path), "queue", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0
+    assert "someone@proj.test\tpending\tattempts=1" in r.stdout  # from test_unreachable_host_is_deferred
+    r = subprocess.run(
+        [sys.executable, "-m", "mailroom", "--config", str(server.config_path), "queue", "retry"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and r.stdout.startswith("1 recipient(s) due now")

@@ -197,3 +197,10 @@ def list_queue(conn: sqlite3.Connection) -> list[QueueEntry]:
             "FROM queue_recipients r JOIN queue q ON q.id = r.queue_id ORDER BY q.id, r.id"
         )
     ]
+
+
+def retry_now(conn: sqlite3.Connection, when: int) -> int:
+    """Make every pending recipient due now (`mailroom queue retry`); returns how many."""
+    return conn.execute(
+        "UPDATE queue_recipients SET next_attempt = ? WHERE state = 'pending'", (when,)
+    ).rowcount
