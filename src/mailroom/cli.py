@@ -330,8 +330,35 @@ def cmd_queue_retry(args: argparse.Namespace) -> int:
 
     conn = _admin_db(args)
     with transaction(conn):
-        count = retry_now(conn, int(time.time()))
+        count = retry_now(conn, int(time.time()), args.id)
     print(f"{count} recipient(s) due now (a running server picks them up within a minute)")
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    from mailroom.store.queue import list_queue, queued_headers
+
+    conn = _admin_db(args)
+    headers = queued_headers(conn, args.id)
+    if headers is None:
+        raise StoreError(f"no queued message {args.id}")
+    for e in list_queue(conn):
+        if e.queue_id == args.id:
+            print(
+                f"recipient {e.address}: {e.state}, attempts={e.attempts}, last reply: {e.last_reply or '-'}"
+            )
+    sys.stdout.write(headers.decode("utf-8", "replace"))
+    return 0
+
+
+def cmd_queue_delete(args: argparse.Namespace) -> int:
+    from mailroom.store.queue import delete_message
+
+    conn = _admin_db(args)
+    with transaction(conn):
+        if not delete_message(conn, args.id):
+            raise StoreError(f"no queued message {args.id}")
+    print(f"deleted queued message {args.id} (no bounce sent)")
     return 0
 
 
@@ -442,7 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", metavar="SUBCOMMAND", required=True
     )
     add(que, "list", cmd_queue_list, "list queued recipients with their state and last reply")
-    add(que, "retry", cmd_queue_retry, "make every deferred recipient due now")
+    p = add(que, "retry", cmd_queue_retry, "make deferred recipients (of one message, or all) due now")
+    p.add_argument("id", type=int, nargs="?")
+    p = add(que, "show", cmd_queue_show, "a queued message's recipients and headers")
+    p.add_argument("id", type=int)
+    p = add(que, "delete", cmd_queue_delete, "drop a queued message without a bounce")
+    p.add_argument("id", type=int)
 
     cli_auth.register(sub)
     return parser

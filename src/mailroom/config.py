@@ -437,6 +437,12 @@ class DeliveryConfig:
         _parse_str,
         "",
     )
+    smarthost_ca_file: str = _option(
+        "",
+        "Extra CA bundle to verify the smarthost's certificate (a relay's certificate is always verified)",
+        _parse_str,
+        "",
+    )
     routes: tuple[str, ...] = _option(
         (),
         'Per-destination relays, e.g. ["outlook.com=relay.example:587", ".hotmail.com=relay.example:587"]',
@@ -520,6 +526,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("tls.cert", 'required when tls.mode = "files"')
         if not cfg.tls.key:
             raise ConfigError("tls.key", 'required when tls.mode = "files"')
+    if cfg.delivery.smarthost_username and cfg.delivery.smarthost_tls == "none":
+        raise ConfigError(
+            "delivery.smarthost_tls", '"none" with smarthost_username would send the password in clear'
+        )
+    if cfg.delivery.smarthost_username and not cfg.delivery.smarthost_password_file:
+        raise ConfigError("delivery.smarthost_password_file", "required with smarthost_username")
     if cfg.tls.mode == "acme" and not cfg.tls.acme_email:
         raise ConfigError("tls.acme_email", 'required when tls.mode = "acme"')
     if not cfg.server.data_dir:

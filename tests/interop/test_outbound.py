@@ -144,3 +144,43 @@ def test_queue_commands(server: RunningServer) -> None:
         timeout=60,
     )
     assert r.returncode == 0 and r.stdout.startswith("1 recipient(s) due now")
+
+
+def test_smarthost_with_auth_through_postfix_submission(tmp_path: Path) -> None:
+    """Postfix's submission service (STARTTLS + AUTH via Dovecot) as the relay for everything."""
+    start_peer("start-dovecot.sh")
+    start_peer("start-postfix.sh")
+    password_file = tmp_path / "relay.pw"
+    password_file.write_text("secret\n")
+    password_file.chmod(0o600)
+    extra = (
+        "[delivery]\n"
+        'smarthost = "127.0.0.1:2587"\nsmarthost_tls = "starttls"\n'
+        'smarthost_username = "alice@peer.test"\n'
+        f'smarthost_password_file = "{password_file}"\n'
+        'smarthost_ca_file = "/var/lib/mailroom-peers/tls/ca.pem"\n'
+    )
+    (tmp_path / "srv").mkdir()
+    with running_server(tmp_path / "srv", extra=extra) as srv:
+        tag = uuid.uuid4().hex
+        submit(srv, ["bob@peer.test"], f"From: alice@example.org\r\nSubject: {tag}\r\n\r\nvia relay\r\n")
+        assert wait(lambda: maildir_with("bob", tag)), srv.log()[-3000:]
+        assert "relay=127.0.0.1[127.0.0.1]:2587" in srv.log()
+        assert "secret" not in srv.log()
+
+
+def test_smarthost_auth_without_tls_is_a_config_error(tmp_path: Path) -> None:
+    from mailroom import config
+
+    with pytest.raises(config.ConfigError) as info:
+        config.from_dict(
+            {
+                "delivery": {
+                    "smarthost": "relay.example:25",
+                    "smarthost_tls": "none",
+                    "smarthost_username": "u",
+                    "smarthost_password_file": "/x",
+                }
+            }
+        )
+    assert info.value.key == "delivery.smarthost_tls"

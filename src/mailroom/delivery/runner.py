@@ -78,6 +78,7 @@ class QueueRunner:
         )
         self.policy = RetryPolicy(give_up=d.give_up_after, delay_warning=d.delay_warning_after)
         self.verified = verify_context or ssl.create_default_context()
+        self.relay_context = ssl.create_default_context(cafile=d.smarthost_ca_file or None)
         self.unverified = ssl.create_default_context()
         self.unverified.check_hostname = False
         self.unverified.verify_mode = ssl.CERT_NONE
@@ -240,7 +241,9 @@ class QueueRunner:
         verify: bool,
         starttls: bool = True,
     ) -> dict[int, Reply]:
-        context = self.verified if verify else self.unverified
+        context = (
+            self.relay_context if target.kind == "relay" else self.verified if verify else self.unverified
+        )
         local = self._source_address(target.address)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
@@ -379,11 +382,11 @@ class QueueRunner:
             answer, host = attempt.final.get(rcpt.id, (_NO_HOST, "none"))
             delay = now - batch.created
             if answer.code < 400:
-                updates.append(RecipientUpdate(rcpt.id, "delivered", answer.text, host))
+                updates.append(RecipientUpdate(rcpt.id, "delivered", _line(answer), host))
                 self._log(batch, rcpt, host, delay, "sent", answer)
                 continue
             if answer.code >= 500:
-                updates.append(RecipientUpdate(rcpt.id, "failed", f"{answer.code} {answer.text}", host))
+                updates.append(RecipientUpdate(rcpt.id, "failed", _line(answer), host))
                 failed.append(self._dsn_recipient(rcpt, "failed", answer, host, now))
                 self._log(batch, rcpt, host, delay, "bounced", answer)
                 continue
@@ -397,17 +400,13 @@ class QueueRunner:
             )
             if isinstance(decision, GiveUp):
                 updates.append(
-                    RecipientUpdate(
-                        rcpt.id, "failed", f"{answer.code} {answer.text} ({decision.reason})", host
-                    )
+                    RecipientUpdate(rcpt.id, "failed", f"{_line(answer)} ({decision.reason})", host)
                 )
                 failed.append(self._dsn_recipient(rcpt, "failed", answer, host, now))
                 self._log(batch, rcpt, host, delay, "expired", answer)
                 continue
             updates.append(
-                RecipientUpdate(
-                    rcpt.id, "pending", f"{answer.code} {answer.text}", host, int(decision.at), decision.warn
-                )
+                RecipientUpdate(rcpt.id, "pending", _line(answer), host, int(decision.at), decision.warn)
             )
             if decision.warn:
                 delayed.append(self._dsn_recipient(rcpt, "delayed", answer, host, now))
@@ -487,6 +486,10 @@ def _describe(writer: asyncio.StreamWriter) -> str:
         return "none"
     cipher = obj.cipher()
     return f"{obj.version()}:{cipher[0] if cipher else '?'}"
+
+
+def _line(answer: Reply) -> str:
+    return " ".join(str(part) for part in (answer.code, answer.enhanced, answer.text) if part)
 
 
 def _utc(timestamp: float) -> datetime.datetime:

@@ -199,8 +199,28 @@ def list_queue(conn: sqlite3.Connection) -> list[QueueEntry]:
     ]
 
 
-def retry_now(conn: sqlite3.Connection, when: int) -> int:
-    """Make every pending recipient due now (`mailroom queue retry`); returns how many."""
+def retry_now(conn: sqlite3.Connection, when: int, queue_id: int | None = None) -> int:
+    """Make pending recipients (of one message, or all) due now; returns how many."""
+    if queue_id is None:
+        return conn.execute(
+            "UPDATE queue_recipients SET next_attempt = ? WHERE state = 'pending'", (when,)
+        ).rowcount
     return conn.execute(
-        "UPDATE queue_recipients SET next_attempt = ? WHERE state = 'pending'", (when,)
+        "UPDATE queue_recipients SET next_attempt = ? WHERE state = 'pending' AND queue_id = ?",
+        (when, queue_id),
     ).rowcount
+
+
+def delete_message(conn: sqlite3.Connection, queue_id: int) -> bool:
+    """Drop a queued message without a bounce (`mailroom queue delete`); the body goes with it."""
+    return conn.execute("DELETE FROM queue WHERE id = ?", (queue_id,)).rowcount > 0
+
+
+def queued_headers(conn: sqlite3.Connection, queue_id: int, limit: int = 65536) -> bytes | None:
+    """The header section of a queued message (`mailroom queue show`)."""
+    row = conn.execute("SELECT body_id FROM queue WHERE id = ?", (queue_id,)).fetchone()
+    if row is None:
+        return None
+    with conn.blobopen("bodies", "data", int(row[0]), readonly=True) as blob:
+        head = blob.read(limit)
+    return head.split(b"\r\n\r\n", 1)[0] + b"\r\n"
