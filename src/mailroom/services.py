@@ -46,7 +46,7 @@ def build_handlers(
     srs = SRS([srs_key(store.data_dir)])
     challenges = challenges or ChallengeResponder()
     return {
-        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, stopping, queued, lookup, srs=srs)),
+        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, queued=queued, lookup=lookup, srs=srs)),
         "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
         "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
     }

@@ -78,7 +78,6 @@ class SMTPContext:
     store: Store
     tls: ServerTLS
     auth: Authenticator
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     queued: Callable[[], None] = lambda: None  # tells the outbound queue runner there is new mail
     lookup: DnsLookup | None = None  # mail authentication's DNS; None: lookups off (dev mode)
     dkim_keys: dict[str, list[SigningKey]] = field(default_factory=dict)  # cache per domain
