@@ -6,10 +6,11 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,24 @@ from mailroom.store.database import open_database, transaction
 
 PASSWORD = "correct-horse-battery"
 SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def insecure_tls() -> ssl.SSLContext:
+    """A client context that accepts the server's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def free_port() -> int:

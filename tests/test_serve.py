@@ -8,26 +8,22 @@ import re
 import signal
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.server_fixture import PASSWORD, RunningServer, running_server, write_config
+from tests.server_fixture import (
+    PASSWORD,
+    RunningServer,
+    insecure_tls,
+    running_server,
+    wait_until,
+    write_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sighup_applies_only_a_valid_config(tmp_path: Path) -> None:
@@ -36,12 +32,12 @@ def test_sighup_applies_only_a_valid_config(tmp_path: Path) -> None:
         original = srv.config_path.read_text()
         srv.config_path.write_text(original + '\n[limits]\nmessage_size = "not a size"\n')
         srv.proc.send_signal(signal.SIGHUP)
-        assert wait_for(
+        assert wait_until(
             lambda: "reload refused, keeping the running config: limits.message_size" in srv.log()
         )
         srv.config_path.write_text(original.replace('level = "debug"', 'level = "info"'))
         srv.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "reload: configuration applied" in srv.log())
+        assert wait_until(lambda: "reload: configuration applied" in srv.log())
         # still serving
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], local_hostname="c") as s:
             assert s.noop()[0] == 250
@@ -69,9 +65,7 @@ def test_admin_commands_while_serving(tmp_path: Path) -> None:
             timeout=60,
         )
         assert r.returncode == 0, r.stderr
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = insecure_tls()
         with smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], local_hostname="c", context=ctx) as s:
             assert s.login("dave@example.org", "dave-password-1")[0] == 235
         backup = tmp_path / "live-backup.sqlite3"
@@ -100,15 +94,13 @@ def test_fail2ban_filter_matches_our_failed_login_line(tmp_path: Path) -> None:
     # fail2ban's <HOST> is an address group
     pattern = re.compile(failregex.group(1).replace("<HOST>", r"(?P<host>[0-9a-fA-F.:]+)"))
     with running_server(tmp_path) as srv:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = insecure_tls()
         with (
             smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], local_hostname="c", context=ctx) as s,
             pytest.raises(smtplib.SMTPAuthenticationError),
         ):
             s.login("alice@example.org", "wrong")
-        assert wait_for(lambda: "auth failed" in srv.log())
+        assert wait_until(lambda: "auth failed" in srv.log())
         lines = [line for line in srv.log().splitlines() if "auth failed" in line]
     assert lines  # smtplib tries PLAIN, then LOGIN: one line per failed attempt
     for line in lines:
@@ -156,9 +148,7 @@ def _port_free(port: int) -> bool:
 
 def test_password_never_logged_even_on_debug(tmp_path: Path) -> None:
     with running_server(tmp_path) as srv:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = insecure_tls()
         with smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], local_hostname="c", context=ctx) as s:
             s.login("bob@example.org", PASSWORD)
         assert "login" in srv.log().lower() or "authenticated" in srv.log()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import shutil
 import smtplib
-import ssl
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,16 @@ import pytest
 from mailroom.store import directory
 from mailroom.store.database import transaction
 from tests.interop.conftest import start_peer
-from tests.server_fixture import PASSWORD, RunningServer, free_port, inbox, populate, write_config
+from tests.server_fixture import (
+    PASSWORD,
+    RunningServer,
+    free_port,
+    inbox,
+    insecure_tls,
+    populate,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.interop
 PEERS_STATE = Path("/var/lib/mailroom-peers")
@@ -77,21 +84,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
         assert "Traceback" not in srv.log(), srv.log()
 
 
-def wait(predicate: object, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_signed_mail_passes_spf_dkim_dmarc(pair: tuple[RunningServer, RunningServer]) -> None:
     a, b = pair
     tag = uuid.uuid4().hex
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = insecure_tls()
     with smtplib.SMTP_SSL(
         "127.0.0.1", a.ports["submissions"], local_hostname="laptop", context=ctx, timeout=10
     ) as s:
@@ -105,7 +101,7 @@ def test_signed_mail_passes_spf_dkim_dmarc(pair: tuple[RunningServer, RunningSer
     def got() -> list[bytes]:
         return [m for m in inbox(b, "user@proj.test") if tag.encode() in m]
 
-    assert wait(got), a.log()[-2000:] + "\n---\n" + b.log()[-2000:]
+    assert wait_until(got), a.log()[-2000:] + "\n---\n" + b.log()[-2000:]
     (msg,) = got()
     head = msg.split(b"\r\n\r\n", 1)[0].decode()
     unfolded = head.replace("\r\n\t", " ").replace("\r\n ", " ")

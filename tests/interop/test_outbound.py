@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import smtplib
-import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.conftest import start_peer
-from tests.server_fixture import PASSWORD, RunningServer, inbox, running_server
+from tests.server_fixture import PASSWORD, RunningServer, inbox, insecure_tls, running_server, wait_until
 
 pytestmark = pytest.mark.interop
 MAILDIR = Path("/var/lib/mailroom-peers/mail/peer.test")
@@ -31,23 +30,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 def submit(server: RunningServer, rcpts: list[str], body: str) -> None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = insecure_tls()
     with smtplib.SMTP_SSL(
         "127.0.0.1", server.ports["submissions"], local_hostname="laptop", context=ctx, timeout=10
     ) as s:
         s.login("alice@example.org", PASSWORD)
         assert s.sendmail("alice@example.org", rcpts, body) == {}
-
-
-def wait(predicate: object, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def maildir_with(user: str, tag: str) -> list[bytes]:
@@ -64,7 +52,7 @@ def test_delivers_to_postfix_by_mx(server: RunningServer) -> None:
     tag = uuid.uuid4().hex
     body = f"From: alice@example.org\r\nTo: bob@peer.test\r\nSubject: {tag}\r\n\r\nover the wire\r\n"
     submit(server, ["bob@peer.test"], body)
-    assert wait(lambda: maildir_with("bob", tag)), server.log()[-3000:]
+    assert wait_until(lambda: maildir_with("bob", tag)), server.log()[-3000:]
     (got,) = maildir_with("bob", tag)
     assert got.replace(b"\n", b"\r\n").endswith(b"\r\n\r\nover the wire\r\n")
     assert b"by mx.example.org (mailroom) with ESMTPSA" in got.replace(b"\n", b"\r\n")
@@ -74,7 +62,7 @@ def test_delivers_to_postfix_by_mx(server: RunningServer) -> None:
         assert conn.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
     finally:
         conn.close()
-    assert wait(
+    assert wait_until(
         lambda: (
             "to=<bob@peer.test> relay=mx.peer.test[127.0.0.1]:2525" in server.log()
             and "status=sent (250" in server.log()
@@ -91,7 +79,7 @@ def test_rejected_recipient_bounces_to_local_sender(server: RunningServer) -> No
             m for m in inbox(server, "alice@example.org") if b"multipart/report" in m and tag.encode() in m
         ]
 
-    assert wait(lambda: bounce()), server.log()[-3000:]
+    assert wait_until(lambda: bounce()), server.log()[-3000:]
     dsn = email.message_from_bytes(bounce()[0])
     assert dsn.get_content_type() == "multipart/report" and dsn.get_param("report-type") == "delivery-status"
     status = next(p for p in dsn.walk() if p.get_content_type() == "message/delivery-status")
@@ -118,7 +106,7 @@ def test_unreachable_host_is_deferred(server: RunningServer) -> None:
         finally:
             conn.close()
 
-    assert wait(lambda: row() is not None), server.log()[-3000:]
+    assert wait_until(lambda: row() is not None), server.log()[-3000:]
     state, attempts, next_attempt, last_reply = row()  # type: ignore[misc]
     assert state == "pending" and attempts == 1 and last_reply.startswith("451 ")
     assert 240 < next_attempt - time.time() < 340  # 5 minutes, jittered 10 %
@@ -164,7 +152,7 @@ def test_smarthost_with_auth_through_postfix_submission(tmp_path: Path) -> None:
     with running_server(tmp_path / "srv", extra=extra) as srv:
         tag = uuid.uuid4().hex
         submit(srv, ["bob@peer.test"], f"From: alice@example.org\r\nSubject: {tag}\r\n\r\nvia relay\r\n")
-        assert wait(lambda: maildir_with("bob", tag)), srv.log()[-3000:]
+        assert wait_until(lambda: maildir_with("bob", tag)), srv.log()[-3000:]
         assert "relay=127.0.0.1[127.0.0.1]:2587" in srv.log()
         assert "secret" not in srv.log()
 

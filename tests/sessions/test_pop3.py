@@ -5,13 +5,12 @@ from __future__ import annotations
 import poplib
 import smtplib
 import socket
-import ssl
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.server_fixture import PASSWORD, RunningServer, inbox, running_server
+from tests.server_fixture import PASSWORD, RunningServer, inbox, insecure_tls, running_server
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +19,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield srv
 
 
-def tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def deliver(server: RunningServer, to: str, body: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], local_hostname="client.example") as s:
         assert s.sendmail("sender@remote.test", [to], body) == {}
 
 
 def pop3s(server: RunningServer, user: str) -> poplib.POP3_SSL:
-    p = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=tls(), timeout=10)
+    p = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=insecure_tls(), timeout=10)
     p.user(user)
     p.pass_(PASSWORD)
     return p
@@ -98,7 +90,7 @@ def test_stls_required_before_credentials(server: RunningServer) -> None:
     assert "STLS" in caps and "USER" not in caps
     with pytest.raises(poplib.error_proto, match=r"-ERR"):
         p.user("alice@example.org")
-    p.stls(context=tls())
+    p.stls(context=insecure_tls())
     caps = p.capa()
     assert "USER" in caps and "STLS" not in caps and caps["SASL"] == ["PLAIN", "SCRAM-SHA-256"]
     p.user("alice@example.org")
@@ -115,7 +107,7 @@ def test_stls_required_before_credentials(server: RunningServer) -> None:
 def test_sasl_plain(server: RunningServer) -> None:
     import base64
 
-    s = tls().wrap_socket(socket.create_connection(("127.0.0.1", server.ports["pop3s"]), timeout=10))
+    s = insecure_tls().wrap_socket(socket.create_connection(("127.0.0.1", server.ports["pop3s"]), timeout=10))
     f = s.makefile("rb")
     assert f.readline().startswith(b"+OK")
     token = base64.b64encode(b"\0alice@example.org\0" + PASSWORD.encode())

@@ -6,7 +6,6 @@ import base64
 import re
 import smtplib
 import socket
-import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_fixture import PASSWORD, RunningServer, inbox, running_server
+from tests.server_fixture import PASSWORD, RunningServer, inbox, insecure_tls, running_server
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +21,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("smtp")
     with running_server(root, extra='[limits]\nmessage_size = "64KiB"\n') as srv:
         yield srv
-
-
-def client_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def mx(server: RunningServer) -> smtplib.SMTP:
@@ -44,7 +36,7 @@ class Raw:
 
     def __init__(self, port: int, tls: bool = False) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock: socket.socket = client_tls().wrap_socket(sock) if tls else sock
+        self.sock: socket.socket = insecure_tls().wrap_socket(sock) if tls else sock
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -69,7 +61,7 @@ class Raw:
         return self.reply()
 
     def starttls(self) -> None:
-        self.sock = client_tls().wrap_socket(self.sock)
+        self.sock = insecure_tls().wrap_socket(self.sock)
 
     def close(self) -> None:
         self.sock.close()
@@ -231,7 +223,7 @@ def test_submission_requires_tls_then_auth(server: RunningServer) -> None:
 def test_submission_queues_remote_and_adds_headers(server: RunningServer) -> None:
     tag = unique()
     with smtplib.SMTP("127.0.0.1", server.ports["submission"], local_hostname="laptop", timeout=10) as s:
-        s.starttls(context=client_tls())
+        s.starttls(context=insecure_tls())
         s.login("alice@example.org", PASSWORD)
         assert (
             s.sendmail(
@@ -261,7 +253,7 @@ def test_submission_queues_remote_and_adds_headers(server: RunningServer) -> Non
 
 def test_submissions_implicit_tls_scram(server: RunningServer) -> None:
     with smtplib.SMTP_SSL(
-        "127.0.0.1", server.ports["submissions"], local_hostname="laptop", context=client_tls(), timeout=10
+        "127.0.0.1", server.ports["submissions"], local_hostname="laptop", context=insecure_tls(), timeout=10
     ) as s:
         code, caps = s.ehlo()
         assert b"STARTTLS" not in caps and b"AUTH PLAIN LOGIN SCRAM-SHA-256" in caps
@@ -371,7 +363,7 @@ def test_long_lines_8bit_and_smtputf8(server: RunningServer) -> None:
 
 def test_from_header_must_be_owned(server: RunningServer) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["submission"], local_hostname="laptop", timeout=10) as s:
-        s.starttls(context=client_tls())
+        s.starttls(context=insecure_tls())
         s.login("alice@example.org", PASSWORD)
         with pytest.raises(smtplib.SMTPDataError) as info:
             s.sendmail(
@@ -403,7 +395,7 @@ def test_sending_limits(tmp_path: Path) -> None:
         running_server(tmp_path, extra=extra) as srv,
         smtplib.SMTP("127.0.0.1", srv.ports["submission"], local_hostname="l", timeout=10) as s,
     ):
-        s.starttls(context=client_tls())
+        s.starttls(context=insecure_tls())
         s.login("alice@example.org", PASSWORD)
         msg = "Subject: x\r\n\r\nhi\r\n"
         refused = s.sendmail(

@@ -221,18 +221,23 @@ def get_message(conn: sqlite3.Connection, mailbox_id: int, uid: int) -> MessageM
     return MessageMeta(*row) if row else None
 
 
-def expunge(conn: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]) -> tuple[list[int], int]:
-    """Remove messages by UID; records them for QRESYNC. Returns (UIDs removed, new MODSEQ)."""
-    wanted = sorted(set(uids))
-    if not wanted:
-        return [], 0
+def next_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
+    """RFC 7162 §3.1: one new MODSEQ for a change to the mailbox (every message it touches gets it)."""
     row = conn.execute(
         "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
         (mailbox_id,),
     ).fetchone()
     if row is None:
         raise NotFoundError(f"no mailbox {mailbox_id}")
-    modseq = int(row[0])
+    return int(row[0])
+
+
+def expunge(conn: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]) -> tuple[list[int], int]:
+    """Remove messages by UID; records them for QRESYNC. Returns (UIDs removed, new MODSEQ)."""
+    wanted = sorted(set(uids))
+    if not wanted:
+        return [], 0
+    modseq = next_modseq(conn, mailbox_id)
     removed = []
     for uid in wanted:
         cur = conn.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
@@ -250,13 +255,7 @@ def add_flags(conn: sqlite3.Connection, mailbox_id: int, uids: Iterable[int], bi
     wanted = sorted(set(uids))
     if not wanted:
         return 0
-    row = conn.execute(
-        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
-        (mailbox_id,),
-    ).fetchone()
-    if row is None:
-        raise NotFoundError(f"no mailbox {mailbox_id}")
-    modseq = int(row[0])
+    modseq = next_modseq(conn, mailbox_id)
     for uid in wanted:
         conn.execute(
             "UPDATE messages SET flags = flags | ?, modseq = ? WHERE mailbox_id = ? AND uid = ? AND flags & ? != ?",
