@@ -13,6 +13,7 @@ from mailroom.config import Config
 from mailroom.delivery.srs import SRS
 from mailroom.dns import Resolver
 from mailroom.mailauth.resolver import from_dns
+from mailroom.net.imap import IMAPContext, imap_handler
 from mailroom.net.listeners import SessionHandler
 from mailroom.net.pop3 import POP3Context, pop3_handler
 from mailroom.net.smtp import SMTPContext, smtp_handler
@@ -48,5 +49,6 @@ def build_handlers(
     return {
         "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, queued=queued, lookup=lookup, srs=srs)),
         "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
+        "imap": imap_handler(IMAPContext(cfg, store, tls, auth, stopping)),
         "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
     }
