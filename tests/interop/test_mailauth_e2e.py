@@ -7,6 +7,7 @@ p=reject with strict alignment) and signs with sel1; instance B is the MX of pro
 
 from __future__ import annotations
 
+import imaplib
 import shutil
 import smtplib
 import uuid
@@ -58,7 +59,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
     b_port = free_port()
     b = _server(
         tmp_path_factory.mktemp("mx-b"),
-        {"smtp": b_port},
+        {"smtp": b_port, "imaps": free_port()},
         KNOT,
         "proj.test",
         "user@proj.test",
@@ -111,6 +112,15 @@ def test_signed_mail_passes_spf_dkim_dmarc(pair: tuple[RunningServer, RunningSer
     assert "spf=pass" in ar and "smtp.mailfrom=peer.test" in ar.replace("alice@", "")
     assert "dkim=pass" in ar and "header.d=peer.test" in ar
     assert "dmarc=pass" in ar
+    # and the recipient reads it over IMAP
+    imap = imaplib.IMAP4_SSL("127.0.0.1", b.ports["imaps"], ssl_context=insecure_tls())
+    imap.login("user@proj.test", PASSWORD)
+    imap.select("INBOX")
+    _, found = imap.uid("SEARCH", "SUBJECT", tag)
+    (uid,) = found[0].split()
+    _, data = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+    imap.logout()
+    assert data[0][1] == msg  # type: ignore[index]
     assert (
         "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=peer.test;" in unfolded.replace("\r\n", " ")
         or "d=peer.test" in head

@@ -188,12 +188,7 @@ def _rename_inbox(conn: sqlite3.Connection, account_id: int, inbox: mail.Mailbox
         "UPDATE messages SET mailbox_id = ?, modseq = ? WHERE mailbox_id = ?",
         (target_id, int(row[0]), inbox.id),
     )
-    modseq = int(
-        conn.execute(
-            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
-            (inbox.id,),
-        ).fetchone()[0]
-    )
+    modseq = mail.next_modseq(conn, inbox.id)
     conn.executemany(
         "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
         ((inbox.id, uid, modseq) for uid in uids),
