@@ -10,6 +10,7 @@ from __future__ import annotations
 import imaplib
 import shutil
 import smtplib
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from mailroom.store import directory
 from mailroom.store.database import transaction
-from tests.interop.conftest import start_peer
+from tests.interop.conftest import require_tool, start_peer
 from tests.server_fixture import (
     PASSWORD,
     RunningServer,
@@ -41,7 +42,10 @@ def _server(
     cfg = write_config(root, ports, extra)
     if host != "127.0.0.1":
         cfg.write_text(
-            cfg.read_text().replace(f'smtp = "127.0.0.1:{ports["smtp"]}"', f'smtp = "{host}:{ports["smtp"]}"')
+            # also on 127.0.0.1:2526, where ../shared/peers' Postfix relays mail for proj.test
+            cfg.read_text().replace(
+                f'smtp = "127.0.0.1:{ports["smtp"]}"', f'smtp = ["{host}:{ports["smtp"]}", "127.0.0.1:2526"]'
+            )
         )
     srv = RunningServer(root, cfg, ports, host=host)
     populate(srv.data_dir)
@@ -169,3 +173,38 @@ def test_dmarc_quarantine_goes_to_junk(pair: tuple[RunningServer, RunningServer]
         conn.close()
     junk = [bytes(r[0]) for r in rows if tag.encode() in bytes(r[0])]
     assert len(junk) == 1 and b"spf=fail" in junk[0] and b"dmarc=fail" in junk[0]
+
+
+def test_postfix_relayed_unsigned_mail_claiming_p_reject_domain_is_refused(
+    pair: tuple[RunningServer, RunningServer],
+) -> None:
+    """Postfix (a real MTA on 127.0.0.1) relays proj.test to B; the From claims peer.test (p=reject)
+    but nothing aligns: the envelope is proj.test (SPF fails from 127.0.0.1) and nothing is signed."""
+    _, b = pair
+    start_peer("start-postfix.sh")
+    tag = uuid.uuid4().hex
+    r = subprocess.run(
+        [
+            require_tool("swaks"),
+            "--server",
+            "127.0.0.1:2525",
+            "--helo",
+            "client.example",
+            "--from",
+            "someone@proj.test",
+            "--to",
+            "user@proj.test",
+            "--header",
+            "From: ceo@peer.test",
+            "--header",
+            f"Subject: {tag}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout  # Postfix queued it; its relay to B is what must fail
+    maillog = Path("/var/lib/mailroom-peers/postfix/maillog")
+    assert wait_until(lambda: "refused from=<someone@proj.test>" in b.log(), timeout=30), b.log()[-2000:]
+    assert wait_until(lambda: "said: 550 5.7.1" in maillog.read_text(errors="replace"), timeout=30)
+    assert not [m for m in inbox(b, "user@proj.test") if tag.encode() in m]
