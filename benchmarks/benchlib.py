@@ -184,6 +184,7 @@ class Mailroom:
     services: tuple[str, ...] = SERVICES
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    nameservers: tuple[str, ...] = ()  # () = DNS off, inbound SPF/DKIM/DMARC skipped
 
     def __post_init__(self) -> None:
         self.ports = {name: free_port() for name in self.services}
@@ -196,7 +197,8 @@ class Mailroom:
             f'[server]\nhostname = "mx.{DOMAIN}"\ndata_dir = "{self.data_dir}"\n'
             f"[listeners]\n{listeners}\n"
             "[limits]\nmax_connections_per_ip = 500\n"
-            '[dns]\nnameservers = []\n[log]\nlevel = "warning"\n'
+            f"[dns]\nnameservers = {list(self.nameservers)!r}\n".replace("'", '"')
+            + '[log]\nlevel = "warning"\n'
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -283,9 +285,11 @@ class Mailroom:
 class MailroomSession:
     """``with MailroomSession() as m:`` a populated, started server in a temp dir, removed after."""
 
-    def __init__(self, services: tuple[str, ...] = SERVICES, populate: bool = True) -> None:
+    def __init__(
+        self, services: tuple[str, ...] = SERVICES, populate: bool = True, nameservers: tuple[str, ...] = ()
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
-        self.server = Mailroom(self.tmp, services)
+        self.server = Mailroom(self.tmp, services, nameservers=nameservers)
         self.populate = populate
         self.startup_s = 0.0
 
@@ -436,12 +440,20 @@ class PrivatePostfix:
 # --- smtp-source -----------------------------------------------------------------------------------
 
 
-def smtp_source(port: int, sessions: int, messages: int, size: int, rcpt: str, timeout: float = 900) -> float:
+def smtp_source(
+    port: int,
+    sessions: int,
+    messages: int,
+    size: int,
+    rcpt: str,
+    timeout: float = 900,
+    sender: str | None = None,
+) -> float:
     """Run Postfix's smtp-source against 127.0.0.1:port; return its wall time in seconds."""
     if shutil.which("smtp-source") is None:
         raise BenchError("smtp-source not found (it comes with Debian's postfix package)")
     cmd = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size)]
-    cmd += ["-M", "client.sender.test", "-f", SENDER, "-t", rcpt, f"127.0.0.1:{port}"]
+    cmd += ["-M", "client.sender.test", "-f", sender or SENDER, "-t", rcpt, f"127.0.0.1:{port}"]
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, timeout=timeout)
     wall = time.monotonic() - t0

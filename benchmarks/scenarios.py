@@ -74,16 +74,30 @@ class Intake:
         return f"-s {self.sessions} -m {self.messages} -l {size}"
 
 
+# With the inbound checks on, the sender must be one Knot (../shared/peers/start-dns.sh) vouches
+# for: peer.test publishes SPF ip4:127.0.0.1 and DMARC p=reject, so every message is fully checked
+# (SPF pass, DKIM none, DMARC pass through aligned SPF) and accepted.
+CHECKED_SENDER = "bench@peer.test"
+
+
 def intake_mailroom(
-    ctx: Context, load: Intake, profile: tuple[Path, str, tuple[str, ...]] | None = None
+    ctx: Context, load: Intake, profile: tuple[Path, str, tuple[str, ...]] | None = None, checks: bool = False
 ) -> dict[str, float]:
     """smtp-source into a fresh mailroom until SELECT count(*) FROM messages reaches -m."""
-    with MailroomSession() as server:
+    nameservers = ("127.0.0.1:5353",) if checks else ()
+    with MailroomSession(nameservers=nameservers) as server:
         recorder = profiling.Recorder(server.pid, *profile) if profile else None
         cpu0 = cpu_seconds(server.pid)
         t0 = time.monotonic()
         try:
-            wall = smtp_source(server.ports["smtp"], load.sessions, load.messages, load.size, SINK)
+            wall = smtp_source(
+                server.ports["smtp"],
+                load.sessions,
+                load.messages,
+                load.size,
+                SINK,
+                sender=CHECKED_SENDER if checks else None,
+            )
             done = wait_for(
                 lambda: server.message_count() >= load.messages,
                 max(60.0, load.messages / 20),
@@ -155,6 +169,44 @@ def smtp_s10(ctx: Context) -> list[Metric]:
     if ctx.profile:
         profile_intake(ctx, load)
     return metrics
+
+
+def smtp_checks(ctx: Context) -> list[Metric]:
+    """-s 10 with SPF, DKIM and DMARC evaluated for every message (DNS from Knot), against the
+    same load with the checks off; Postfix (no checks) as the peer for both."""
+    run_script("start-dns.sh", ctx.results / "peers.log")
+    load = Intake(10, 1000 if ctx.quick else 5000, 2048)
+    on = Metric(
+        "smtp-checks",
+        f"SMTP intake {load.describe()}, SPF/DKIM/DMARC on",
+        "msg/s",
+        "higher",
+        target=("ratio>=", 1.0),
+    )
+    off = Metric(
+        "smtp-checks",
+        f"SMTP intake {load.describe()}, checks off",
+        "msg/s",
+        "higher",
+        target=("ratio>=", 1.0),
+    )
+    for i in range(ctx.runs):
+        m_on = intake_mailroom(ctx, load, checks=True)
+        pause()
+        m_off = intake_mailroom(ctx, load)
+        pause()
+        p = intake_postfix(ctx, load)
+        pause()
+        ctx.note(
+            "smtp-checks",
+            f"run{i + 1}",
+            {"mailroom_checks_on": m_on, "mailroom_checks_off": m_off, "postfix": p},
+        )
+        on.mailroom.append(m_on["msg_per_s"])
+        off.mailroom.append(m_off["msg_per_s"])
+        on.peer.append(p["msg_per_s"])
+        off.peer.append(p["msg_per_s"])
+    return [on, off]
 
 
 def smtp_s1(ctx: Context) -> list[Metric]:
@@ -348,6 +400,10 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Metric]]]] = {
     "startup": ("start-up time to the first 220 greeting; Postfix: `postfix start`", startup),
     "smtp-s10": ("smtp-source -s 10, 2 KiB, until durably stored (+ memory at the end, profile)", smtp_s10),
     "smtp-s1": ("smtp-source -s 1 (one session at a time), 2 KiB", smtp_s1),
+    "smtp-checks": (
+        "smtp-source -s 10 with mailroom's SPF/DKIM/DMARC checks on (DNS from Knot) and off",
+        smtp_checks,
+    ),
     "smtp-1mb": ("smtp-source -s 20, 1 MiB messages", smtp_1mb),
     "pop3": ("POP3 download by a real client (benchmarks/pop3_download.py)", pop3),
 }

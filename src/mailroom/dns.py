@@ -220,14 +220,22 @@ def parse_nameserver(text: str) -> tuple[str, int]:
 
 
 class DnsResolver:
-    """dnspython's async stub resolver with explicit name servers; no search list, no cache.
+    """dnspython's async stub resolver with explicit name servers; no search list.
+
+    ``cache``: keep answers for their TTL (the server turns it on: every inbound message asks for
+    the same SPF and DMARC records; tests that change records between lookups leave it off).
 
     ``nameservers``: ``["127.0.0.1:5353", "[::1]:5353"]`` and/or ``"system"`` (the servers of
     ``resolv_conf``). ``timeout``: the time allowed for one lookup, all servers together.
     """
 
     def __init__(
-        self, nameservers: Sequence[str], timeout: float = 3.0, *, resolv_conf: str = "/etc/resolv.conf"
+        self,
+        nameservers: Sequence[str],
+        timeout: float = 3.0,
+        *,
+        resolv_conf: str = "/etc/resolv.conf",
+        cache: bool = False,
     ) -> None:
         servers: list[tuple[str, int]] = []
         for entry in nameservers:
@@ -246,6 +254,8 @@ class DnsResolver:
         resolver.lifetime = timeout
         resolver.timeout = max(timeout / len(servers), 0.05)
         resolver.use_edns(0, 0, 1232)  # TC answers fall back to TCP inside resolve()
+        if cache:
+            resolver.cache = dns.resolver.LRUCache(10_000)  # answers expire with their TTL
         self._resolver = resolver
         self.servers = tuple(servers)
 
@@ -519,4 +529,4 @@ def from_config(cfg: DNSConfig) -> Resolver:
     """The resolver ``[dns]`` asks for: none (lookups off) when ``nameservers`` is empty."""
     if not cfg.nameservers:
         return NoDnsResolver()
-    return DnsResolver(list(cfg.nameservers), cfg.timeout)
+    return DnsResolver(list(cfg.nameservers), cfg.timeout, cache=True)
