@@ -26,3 +26,19 @@ def start_peer(script: str) -> None:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def ensure_knot() -> None:
+    """Start Knot (../shared/peers/start-dns.sh) only when it is not answering yet: running the
+    script again reloads the zones and drops records other tests added by dynamic update."""
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    try:
+        reply = dns.query.udp(dns.message.make_query("peer.test", "SOA"), "127.0.0.1", port=5353, timeout=1.0)
+        if reply.rcode() == dns.rcode.NOERROR and reply.answer:
+            return
+    except Exception:
+        pass
+    start_peer("start-dns.sh")

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.interop.conftest import start_peer
+from tests.interop.conftest import ensure_knot, start_peer
 from tests.server_fixture import RunningServer, free_port, populate, write_config
 
 pytestmark = pytest.mark.interop
@@ -47,7 +47,7 @@ def _port_free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def pebble() -> Iterator[Path]:
-    start_peer("start-dns.sh")
+    ensure_knot()
     start_peer("start-pebble.sh")
     import dns.query
     import dns.update

@@ -19,7 +19,7 @@ import pytest
 
 from mailroom.store import directory
 from mailroom.store.database import transaction
-from tests.interop.conftest import require_tool, start_peer
+from tests.interop.conftest import ensure_knot, require_tool, start_peer
 from tests.server_fixture import (
     PASSWORD,
     RunningServer,
@@ -59,7 +59,7 @@ def _server(
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, RunningServer]]:
-    start_peer("start-dns.sh")
+    ensure_knot()
     b_port = free_port()
     b = _server(
         tmp_path_factory.mktemp("mx-b"),

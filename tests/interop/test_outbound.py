@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import start_peer
+from tests.interop.conftest import ensure_knot, start_peer
 from tests.server_fixture import PASSWORD, RunningServer, inbox, insecure_tls, running_server, wait_until
 
 pytestmark = pytest.mark.interop
@@ -21,7 +21,7 @@ MAILDIR = Path("/var/lib/mailroom-peers/mail/peer.test")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    start_peer("start-dns.sh")
+    ensure_knot()
     start_peer("start-postfix.sh")
     extra = '[dns]\nnameservers = ["127.0.0.1:5353"]\n[delivery]\nmx_port = 2525\nipv6 = false\n'
     root = tmp_path_factory.mktemp("outbound")
