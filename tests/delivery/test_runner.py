@@ -28,8 +28,9 @@ MESSAGE = b"From: alice@example.org\r\nTo: bob@remote.test\r\nSubject: queued\r\
 class Peer:
     """An SMTP server answering RCPT from a script, built on our own server engine."""
 
-    def __init__(self, rcpt_replies: list[Reply | None]) -> None:
+    def __init__(self, rcpt_replies: list[Reply | None], dsn: bool = True) -> None:
         self.rcpt_replies = rcpt_replies  # None: accept
+        self.dsn = dsn
         self.received: list[bytes] = []
         self.server: asyncio.Server | None = None
 
@@ -44,7 +45,7 @@ class Peer:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         engine = SMTPServerEngine(
-            ServerConfig(hostname="mx.remote.test", max_message_size=10_000_000, dsn=True)
+            ServerConfig(hostname="mx.remote.test", max_message_size=10_000_000, dsn=self.dsn)
         )
         engine.greeting()
         body = bytearray()
@@ -246,3 +247,21 @@ def test_null_sender_never_bounces(tmp_path: Path) -> None:
 
     run(tmp_path, scenario)
     assert state(tmp_path) == [] and alice_inbox(tmp_path) == []
+
+
+def test_notify_success_to_a_peer_without_dsn_gets_a_relayed_notice(tmp_path: Path) -> None:
+    async def scenario(peer: Peer, where: Path) -> None:
+        port = await peer.start()
+        cfg, store = setup(where, port)
+        await enqueue(store, notify="SUCCESS,FAILURE")
+        await runner_for(cfg, store, [time.time() + 2]).drain()
+        await peer.stop()
+        store.close()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    asyncio.run(scenario(Peer([], dsn=False), tmp_path / "a"))
+    (notice,) = alice_inbox(tmp_path / "a")
+    assert b"Action: relayed" in notice and b"Final-Recipient: rfc822; bob@remote.test" in notice
+    asyncio.run(scenario(Peer([], dsn=True), tmp_path / "b"))  # the peer reports success itself
+    assert alice_inbox(tmp_path / "b") == []

@@ -52,6 +52,7 @@ class _Attempt:
 
     final: dict[int, tuple[Reply, str]] = field(default_factory=dict)  # recipient id -> (reply, host)
     last_temporary: dict[int, tuple[Reply, str]] = field(default_factory=dict)
+    relayed: set[int] = field(default_factory=set)  # delivered to a peer without DSN (RFC 3461 §4.1)
 
 
 class QueueRunner:
@@ -88,6 +89,7 @@ class QueueRunner:
         self._slots = asyncio.Semaphore(max(1, d.max_parallel))
         self._workers: set[asyncio.Task[None]] = set()
         self._no_verify: set[str] = set()  # hosts whose certificate failed to verify (this run)
+        self._peer_dsn: dict[str, bool] = {}  # "host[address]:port" -> the peer offered DSN
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -184,6 +186,8 @@ class QueueRunner:
                     still.append(rcpt)  # RFC 5321 §4.5.4.1: try the next MX host
                 else:
                     attempt.final[rcpt.id] = (answer, host)
+                    if answer.code < 400 and not self._peer_dsn.get(host, False):
+                        attempt.relayed.add(rcpt.id)
             remaining = still
         for rcpt in remaining:
             attempt.final.setdefault(rcpt.id, attempt.last_temporary.get(rcpt.id, (_NO_HOST, "none")))
@@ -277,6 +281,9 @@ class QueueRunner:
                         else:
                             engine.ehlo(self.hostname)
                     case smtpc.HelloReply(capabilities=caps):
+                        self._peer_dsn[f"{target.host}[{target.address}]:{self._port(target)}"] = bool(
+                            caps and caps.dsn
+                        )
                         if caps is None:
                             engine.helo(self.hostname)
                         elif caps.starttls and not engine.tls_active and starttls and not implicit:
@@ -378,11 +385,14 @@ class QueueRunner:
         updates: list[RecipientUpdate] = []
         failed: list[DsnRecipient] = []
         delayed: list[DsnRecipient] = []
+        relayed: list[DsnRecipient] = []  # NOTIFY=SUCCESS, and the next hop cannot report it
         for rcpt in batch.recipients:
             answer, host = attempt.final.get(rcpt.id, (_NO_HOST, "none"))
             delay = now - batch.created
             if answer.code < 400:
                 updates.append(RecipientUpdate(rcpt.id, "delivered", _line(answer), host))
+                if rcpt.id in attempt.relayed and rcpt.notify and "SUCCESS" in rcpt.notify.split(","):
+                    relayed.append(self._dsn_recipient(rcpt, "relayed", answer, host, now))
                 self._log(batch, rcpt, host, delay, "sent", answer)
                 continue
             if answer.code >= 500:
@@ -413,9 +423,9 @@ class QueueRunner:
             self._log(batch, rcpt, host, delay, "deferred", answer)
         dsns = []
         original = b""
-        if (failed or delayed) and batch.sender:
+        if (failed or delayed or relayed) and batch.sender:
             original = await self.store.read(mail.read_chunk, batch.body_id, 0, DSN_ORIGINAL_CAP)
-        for recipients in (failed, delayed):
+        for recipients in (failed, delayed, relayed):
             if not recipients or not batch.sender:
                 continue
             report = DsnReport(
