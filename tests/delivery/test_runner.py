@@ -32,6 +32,7 @@ class Peer:
         self.rcpt_replies = rcpt_replies  # None: accept
         self.dsn = dsn
         self.received: list[bytes] = []
+        self.connections = 0
         self.server: asyncio.Server | None = None
 
     async def start(self, port: int = 0) -> int:
@@ -44,6 +45,7 @@ class Peer:
         await self.server.wait_closed()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         engine = SMTPServerEngine(
             ServerConfig(hostname="mx.remote.test", max_message_size=10_000_000, dsn=self.dsn)
         )
@@ -64,6 +66,7 @@ class Peer:
                     body += data
                 case ev.BodyEnd():
                     self.received.append(bytes(body))
+                    body.clear()  # the next transaction may come over the same connection
                     engine.accept()
                 case ev.Hello() | ev.MailFrom():
                     engine.accept()
@@ -265,3 +268,22 @@ def test_notify_success_to_a_peer_without_dsn_gets_a_relayed_notice(tmp_path: Pa
     assert b"Action: relayed" in notice and b"Final-Recipient: rfc822; bob@remote.test" in notice
     asyncio.run(scenario(Peer([], dsn=True), tmp_path / "b"))  # the peer reports success itself
     assert alice_inbox(tmp_path / "b") == []
+
+
+def test_messages_for_one_domain_share_a_connection(tmp_path: Path) -> None:
+    peer = Peer([None, reply(550, "5.1.1", "gone"), None])
+
+    async def scenario() -> None:
+        port = await peer.start()
+        cfg, store = setup(tmp_path, port)
+        for _ in range(3):
+            await enqueue(store)
+        await runner_for(cfg, store, [time.time() + 2]).drain()
+        await peer.stop()
+        store.close()
+
+    asyncio.run(scenario())
+    assert peer.connections == 1
+    assert peer.received == [MESSAGE, MESSAGE]  # the middle one was refused at RCPT
+    assert state(tmp_path) == []
+    assert sum(b"Action: failed" in m for m in alice_inbox(tmp_path)) == 1

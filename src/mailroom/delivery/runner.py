@@ -126,9 +126,12 @@ class QueueRunner:
     async def run_once(self) -> int:
         """Start delivery of every due batch not already in flight; returns how many started."""
         batches = await self.store.read(queue.due_batches, int(self.clock()), tuple(self._busy))
+        by_domain: dict[str, list[DueBatch]] = {}
         for batch in batches:
             self._busy.add(batch.queue_id)
-            worker = asyncio.create_task(self._deliver_guarded(batch))
+            by_domain.setdefault(batch.domain, []).append(batch)
+        for group in by_domain.values():  # one connection carries every due message for a domain
+            worker = asyncio.create_task(self._deliver_guarded(group))
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
         return len(batches)
@@ -139,58 +142,67 @@ class QueueRunner:
         if self._workers:
             await asyncio.wait(set(self._workers), timeout=timeout)
 
-    async def _deliver_guarded(self, batch: DueBatch) -> None:
+    async def _deliver_guarded(self, group: list[DueBatch]) -> None:
         try:
             async with self._slots:
-                await self.deliver_batch(batch)
+                await self.deliver_group(group)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery of queue id %d to %s failed", batch.queue_id, batch.domain)
+            log.exception("delivery to %s failed", group[0].domain)
         finally:
-            self._busy.discard(batch.queue_id)
-            self._wake.set()  # the same message may have another domain due
+            for batch in group:
+                self._busy.discard(batch.queue_id)
+            self._wake.set()  # the same messages may have another domain due
 
     # --- one batch ------------------------------------------------------------------------------
 
-    async def deliver_batch(self, batch: DueBatch) -> None:
+    async def deliver_group(self, group: list[DueBatch]) -> None:
+        """Messages for one domain: one route, and one connection per host for all of them."""
         started = self.clock()
         route = await resolve_route(
-            batch.domain,
+            group[0].domain,
             self.resolver,
             rng=self.rng,
             ipv6=self.cfg.delivery.ipv6,
             smarthosts=self.smarthosts,
             self_names=(self.hostname,),
         )
-        attempt = _Attempt()
+        attempt = _Attempt()  # recipient ids are unique across messages: one record serves all
         if route.failure is not None:
-            for rcpt in batch.recipients:
-                attempt.final[rcpt.id] = (route.failure, "dns")
+            for batch in group:
+                for rcpt in batch.recipients:
+                    attempt.final[rcpt.id] = (route.failure, "dns")
         else:
-            await self._try_targets(batch, route, attempt)
-        await self._record(batch, attempt, started)
+            await self._try_targets(group, route, attempt)
+        for batch in group:
+            await self._record(batch, attempt, started)
 
-    async def _try_targets(self, batch: DueBatch, route: Route, attempt: _Attempt) -> None:
-        remaining = list(batch.recipients)
+    async def _try_targets(self, group: list[DueBatch], route: Route, attempt: _Attempt) -> None:
+        pending: list[tuple[DueBatch, list[DueRecipient]]] = [(b, list(b.recipients)) for b in group]
         for target in route.targets:
-            if not remaining:
+            if not pending:
                 break
-            results = await self._transaction(batch, target, remaining)
+            results = await self._transaction(pending, target)
             host = f"{target.host}[{target.address}]:{self._port(target)}"
-            still: list[DueRecipient] = []
+            still_pending: list[tuple[DueBatch, list[DueRecipient]]] = []
+            for batch, remaining in pending:
+                still: list[DueRecipient] = []
+                for rcpt in remaining:
+                    answer = results.get(rcpt.id)
+                    if answer is None or 400 <= answer.code < 500:
+                        attempt.last_temporary[rcpt.id] = (answer or _LOST, host)
+                        still.append(rcpt)  # RFC 5321 §4.5.4.1: try the next MX host
+                    else:
+                        attempt.final[rcpt.id] = (answer, host)
+                        if answer.code < 400 and not self._peer_dsn.get(host, False):
+                            attempt.relayed.add(rcpt.id)
+                if still:
+                    still_pending.append((batch, still))
+            pending = still_pending
+        for _, remaining in pending:
             for rcpt in remaining:
-                answer = results.get(rcpt.id)
-                if answer is None or 400 <= answer.code < 500:
-                    attempt.last_temporary[rcpt.id] = (answer or _LOST, host)
-                    still.append(rcpt)  # RFC 5321 §4.5.4.1: try the next MX host
-                else:
-                    attempt.final[rcpt.id] = (answer, host)
-                    if answer.code < 400 and not self._peer_dsn.get(host, False):
-                        attempt.relayed.add(rcpt.id)
-            remaining = still
-        for rcpt in remaining:
-            attempt.final.setdefault(rcpt.id, attempt.last_temporary.get(rcpt.id, (_NO_HOST, "none")))
+                attempt.final.setdefault(rcpt.id, attempt.last_temporary.get(rcpt.id, (_NO_HOST, "none")))
 
     def _port(self, target: Target) -> int:
         return target.port if target.kind == "relay" else self.cfg.delivery.mx_port
@@ -198,14 +210,15 @@ class QueueRunner:
     # --- one SMTP transaction -----------------------------------------------------------------
 
     async def _transaction(
-        self, batch: DueBatch, target: Target, recipients: list[DueRecipient]
+        self, jobs: list[tuple[DueBatch, list[DueRecipient]]], target: Target
     ) -> dict[int, Reply]:
-        """Deliver to one host; returns a reply per recipient id (absent: nothing definite)."""
+        """Deliver messages to one host over one connection; a reply per recipient id (absent:
+        nothing definite)."""
         relay = target.kind == "relay"
         implicit = relay and self.cfg.delivery.smarthost_tls == "implicit"
         verify = target.host not in self._no_verify
         try:
-            return await self._session(batch, target, recipients, implicit=implicit, verify=verify)
+            return await self._session(jobs, target, implicit=implicit, verify=verify)
         except ssl.SSLCertVerificationError as exc:
             if relay:  # a smarthost we log in to must prove who it is
                 log.warning("%s: relay certificate not verified (%s)", target.host, exc.verify_message)
@@ -217,14 +230,12 @@ class QueueRunner:
             )
             self._no_verify.add(target.host)
             try:
-                return await self._session(batch, target, recipients, implicit=implicit, verify=False)
+                return await self._session(jobs, target, implicit=implicit, verify=False)
             except (OSError, TimeoutError, ssl.SSLError) as again:
                 log.info("%s[%s]: %s", target.host, target.address, again)
                 return {}
         except _PlaintextFallback:
-            return await self._session(
-                batch, target, recipients, implicit=False, verify=False, starttls=False
-            )
+            return await self._session(jobs, target, implicit=False, verify=False, starttls=False)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             log.info(
                 "%s[%s]:%d: connection failed: %s",
@@ -237,9 +248,8 @@ class QueueRunner:
 
     async def _session(
         self,
-        batch: DueBatch,
+        jobs: list[tuple[DueBatch, list[DueRecipient]]],
         target: Target,
-        recipients: list[DueRecipient],
         *,
         implicit: bool,
         verify: bool,
@@ -260,8 +270,8 @@ class QueueRunner:
             CONNECT_TIMEOUT,
         )
         engine = smtpc.SMTPClientEngine(smtpc.ClientConfig(tls_active=implicit))
-        envelope = self._envelope(batch, recipients)
-        by_index = {i: rcpt.id for i, rcpt in enumerate(recipients)}
+        current = 0  # the job whose transaction is under way; later ones reuse the connection
+        envelope = self._envelope(*jobs[0])
         results: dict[int, Reply] = {}
         tls_note = "implicit" if implicit else "none"
         try:
@@ -323,11 +333,16 @@ class QueueRunner:
                             )
                             engine.quit()
                     case smtpc.SendBody():
-                        await self._stream_body(batch, engine, writer)
+                        await self._stream_body(jobs[current][0], engine, writer)
                     case smtpc.TransactionDone(result=result):
-                        for index, rcpt_result in enumerate(result.recipients):
-                            results[by_index[index]] = rcpt_result.reply
-                        engine.quit()
+                        for rcpt, rcpt_result in zip(jobs[current][1], result.recipients, strict=True):
+                            results[rcpt.id] = rcpt_result.reply
+                        current += 1
+                        if current < len(jobs):
+                            envelope = self._envelope(*jobs[current])
+                            engine.send_mail(envelope)  # the next message over the same connection
+                        else:
+                            engine.quit()
                     case smtpc.Closed():
                         await _flush(writer, engine)
                         break
