@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mailroom import __version__, cli_auth
+from mailroom import __version__, cli_auth, cli_quickstart
 from mailroom import config as configmod
 from mailroom.address import AddressError
 from mailroom.app import ServerLock, StartupError, drop_privileges, resolve_user, serve, server_running
@@ -52,7 +52,7 @@ def _admin_db(args: argparse.Namespace) -> sqlite3.Connection:
     data_dir = cfg.data_path
     if not db_path(data_dir).exists():
         if cfg.dev:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         elif not data_dir.is_dir():
             raise StoreError(
                 f"server.data_dir: {data_dir} does not exist (start the server once, or create it)"
@@ -103,7 +103,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     cfg, _ = _load(args)
     drop_privileges(resolve_user(cfg))
-    cfg.data_path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    cfg.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = db_path(cfg.data_path)
     conn = connect(path)
     try:
@@ -253,7 +253,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         check_version(src, source)
         if not src.execute("SELECT 1 FROM sqlite_master WHERE name = 'domains'").fetchone():
             raise StoreError(f"{source}: not a mailroom backup")
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = ServerLock(data_dir)
         if not lock.acquire():
             raise UsageError(f"a mailroom server is running on {data_dir}; stop it before restoring")
@@ -477,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
 
     cli_auth.register(sub)
+    cli_quickstart.register(sub)
     return parser
 
 

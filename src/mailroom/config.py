@@ -466,6 +466,47 @@ class LogConfig:
     )
 
 
+def _ip_addresses(key: str, value: Any) -> tuple[str, ...]:
+    out = []
+    for text in _parse_str_list(key, value):
+        try:
+            out.append(str(ipaddress.ip_address(text.strip())))
+        except ValueError:
+            raise ConfigError(key, f"not an IP address: {text!r}") from None
+    return tuple(out)
+
+
+def _report_address(key: str, value: Any) -> str:
+    text = _parse_str(key, value).strip()
+    if text and (text.count("@") != 1 or any(c in text for c in " ,;!<>")):
+        raise ConfigError(key, f"expected an address like dmarc@example.org, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class PublicConfig:
+    addresses: tuple[str, ...] = _option(
+        (),
+        "This host's public IP addresses: its A/AAAA and SPF records and the PTR checks of `mailroom check`",
+        _ip_addresses,
+        ["203.0.113.7", "2001:db8::7"],
+    )
+    report_address: str = _option(
+        "", 'Where DMARC aggregate and TLS-RPT reports go ("" = postmaster@ each domain)', _report_address, ""
+    )
+    caa_issuers: tuple[str, ...] = _option(
+        (),
+        "CAs allowed to issue this host's certificates, published as CAA records (RFC 8659); [] = none",
+        _hostnames,
+        ["letsencrypt.org"],
+    )
+    mta_sts: str = _option(
+        "auto",
+        'MTA-STS policy (RFC 8461): "auto" (testing until `mailroom check` finds all right, then enforce), "testing", "enforce", "none"',
+        _choice("auto", "testing", "enforce", "none"),
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -475,6 +516,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    public: PublicConfig = field(default_factory=PublicConfig)
     source: str = "defaults"  # where this config came from (a path, or "dev defaults"); not a TOML key
     dev: bool = False
 
@@ -495,6 +537,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "dns": DNSConfig,
     "delivery": DeliveryConfig,
     "log": LogConfig,
+    "public": PublicConfig,
 }
 
 

@@ -503,7 +503,7 @@ def _read_zone_text(text: str, origin: str) -> list[dns.rrset.RRset]:
         if any(line.strip() and not line.lstrip().startswith(";") for line in section):
             rrsets.extend(
                 dns.zonefile.read_rrsets(
-                    "\n".join(section) + "\n", origin=current, relativize=False, default_ttl=ttl
+                    "\n".join(section) + "\n", origin=current, relativize=False, default_ttl=ttl, rdclass=None
                 )
             )
         section.clear()

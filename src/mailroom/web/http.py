@@ -57,6 +57,7 @@ class Request:
     headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
     https: bool = False
     peer_ip: str = ""
+    body: bytes = b""  # at most MAX_BODY (Outlook autodiscover POSTs its request as XML)
 
     def header(self, name: str, default: str = "") -> str:
         name = name.lower()
@@ -209,7 +210,7 @@ def parse_head(head: bytes, *, https: bool = False, peer_ip: str = "") -> Reques
 
 
 def body_length(request: Request) -> int:
-    """Bytes of request body to read and discard; HTTPError for what we will not take."""
+    """Bytes of request body to read; HTTPError for what we will not take."""
     if request.header("transfer-encoding"):
         raise HTTPError(
             411 if request.method in ("POST", "PUT") else 400, "chunked request bodies are not accepted"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from mailroom.acme.challenges import ACME_TLS_ALPN, HTTP01_PREFIX, ChallengeResp
 from mailroom.config import Config
 from mailroom.net.listeners import Connection, SessionHandler
 from mailroom.net.tls import NotTLS, ServerTLS, TLSStream, read_client_hello
+from mailroom.web.autoconfig import register_pages
 from mailroom.web.http import (
     HTTPError,
     Request,
@@ -81,6 +83,8 @@ def build_router(challenges: ChallengeResponder) -> Router:
 
 
 def http_handler(ctx: WebContext) -> SessionHandler:
+    register_pages(ctx.router, ctx.cfg)  # autoconfig, autodiscover, Apple profile, MTA-STS policy
+
     async def handle(conn: Connection) -> None:
         await serve_connection(ctx, conn)
 
@@ -152,6 +156,8 @@ async def serve_http(
                 if not chunk:
                     return
                 buffer += chunk
+            if length:
+                request = dataclasses.replace(request, body=bytes(buffer[:length]))
             del buffer[:length]
         except TimeoutError:
             if buffer:
