@@ -172,3 +172,18 @@ def test_smarthost_auth_without_tls_is_a_config_error(tmp_path: Path) -> None:
             }
         )
     assert info.value.key == "delivery.smarthost_tls"
+
+
+def test_smarthost_over_implicit_tls(tmp_path: Path) -> None:
+    """Postfix's implicit-TLS port (2465) as the relay: TLS from the first byte, certificate verified."""
+    start_peer("start-postfix.sh")
+    extra = (
+        '[delivery]\nsmarthost = "127.0.0.1:2465"\nsmarthost_tls = "implicit"\n'
+        'smarthost_ca_file = "/var/lib/mailroom-peers/tls/ca.pem"\n'
+    )
+    (tmp_path / "srv").mkdir()
+    with running_server(tmp_path / "srv", extra=extra) as srv:
+        tag = uuid.uuid4().hex
+        submit(srv, ["bob@peer.test"], f"From: alice@example.org\r\nSubject: {tag}\r\n\r\nimplicit\r\n")
+        assert wait_until(lambda: maildir_with("bob", tag)), srv.log()[-3000:]
+        assert "relay=127.0.0.1[127.0.0.1]:2465" in srv.log() and "tls=implicit" in srv.log()
