@@ -95,10 +95,10 @@ def prepare_data_dir(cfg: Config, run_as: RunAs | None) -> Path:
     """Create data_dir (owned by the run-as user) and check it is writable by whoever will use it."""
     path = cfg.data_path
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if run_as is not None and os.geteuid() == 0:
             for sub in (path, path / "spool", path / "tls"):
-                sub.mkdir(exist_ok=True, mode=0o750)
+                sub.mkdir(exist_ok=True, mode=0o700)
                 os.chown(sub, run_as.uid, run_as.gid)
     except OSError as exc:
         raise StartupError(f"server.data_dir: cannot create {path}: {exc.strerror}") from None
@@ -210,7 +210,7 @@ class Server:
         if not self.lock.acquire():
             raise StartupError(f"server.data_dir: another mailroom server is already using {data_dir}")
         for sub in ("spool", "tls"):
-            (data_dir / sub).mkdir(exist_ok=True, mode=0o750)
+            (data_dir / sub).mkdir(exist_ok=True, mode=0o700)
         leftovers = clean_spool(data_dir / "spool")
         if leftovers:
             log.info("removed %d unacknowledged spool file(s) from an earlier run", leftovers)

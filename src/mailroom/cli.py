@@ -27,6 +27,7 @@ from mailroom.store.database import (
     StoreError,
     check_version,
     connect,
+    create_private,
     db_path,
     migrate,
     open_database,
@@ -263,6 +264,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 keep = current.with_name(f"{current.name}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}")
                 old = connect(current)
                 try:
+                    create_private(keep)  # mail and password hashes: 0600 like the database
                     old.execute("VACUUM INTO ?", (str(keep),))
                 finally:
                     old.close()

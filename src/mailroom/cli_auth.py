@@ -64,7 +64,7 @@ def cmd_dkim_generate(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"server.data_dir: {data_dir} does not exist (start the server once, or create it)"
             )
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         key = dkim.generate_key(data_dir, args.domain, selector, key_type)
     except FileExistsError:

@@ -124,7 +124,8 @@ def test_bad_new_pair_keeps_the_old_one_in_the_shared_context(tmp_path: Path) ->
     tls.load(cert3, key3)
     assert tls.context is context  # the same object every listener holds
     assert handshake_serial(context) == serial3
-    assert not list((tmp_path / "scratch").iterdir())  # snapshots are removed
+    scratch = tmp_path / "scratch"  # Linux loads from memfds and never needs it
+    assert not scratch.exists() or not list(scratch.iterdir())  # snapshots are removed
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

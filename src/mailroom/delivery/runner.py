@@ -22,7 +22,7 @@ import random
 import sqlite3
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,11 @@ class _Attempt:
     final: dict[int, tuple[Reply, str]] = field(default_factory=dict)  # recipient id -> (reply, host)
     last_temporary: dict[int, tuple[Reply, str]] = field(default_factory=dict)
     relayed: set[int] = field(default_factory=set)  # delivered to a peer without DSN (RFC 3461 §4.1)
+    recorded: set[int] = field(default_factory=set)  # queue ids whose outcome is committed already
+
+
+# called when one message's transaction is over, before the next one starts on the connection
+_Finished = Callable[[DueBatch, list[DueRecipient], dict[int, Reply]], Awaitable[None]]
 
 
 class QueueRunner:
@@ -174,29 +179,36 @@ class QueueRunner:
                 for rcpt in batch.recipients:
                     attempt.final[rcpt.id] = (route.failure, "dns")
         else:
-            await self._try_targets(group, route, attempt)
+            await self._try_targets(group, route, attempt, started)
         for batch in group:
-            await self._record(batch, attempt, started)
+            if batch.queue_id not in attempt.recorded:
+                await self._record(batch, attempt, started)
 
-    async def _try_targets(self, group: list[DueBatch], route: Route, attempt: _Attempt) -> None:
+    async def _try_targets(
+        self, group: list[DueBatch], route: Route, attempt: _Attempt, started: float
+    ) -> None:
         pending: list[tuple[DueBatch, list[DueRecipient]]] = [(b, list(b.recipients)) for b in group]
         for target in route.targets:
             if not pending:
                 break
-            results = await self._transaction(pending, target)
             host = f"{target.host}[{target.address}]:{self._port(target)}"
+
+            async def finished(
+                batch: DueBatch, remaining: list[DueRecipient], results: dict[int, Reply], host: str = host
+            ) -> None:
+                # One message's transaction is over: when every recipient has a final answer, its
+                # outcome is committed before the next message is sent over the same connection,
+                # so a crash (or a connection lost) later in the session cannot repeat it.
+                if not self._classify(remaining, results, host, attempt):
+                    await self._record(batch, attempt, started)
+                    attempt.recorded.add(batch.queue_id)
+
+            results = await self._transaction(pending, target, finished)
             still_pending: list[tuple[DueBatch, list[DueRecipient]]] = []
             for batch, remaining in pending:
-                still: list[DueRecipient] = []
-                for rcpt in remaining:
-                    answer = results.get(rcpt.id)
-                    if answer is None or 400 <= answer.code < 500:
-                        attempt.last_temporary[rcpt.id] = (answer or _LOST, host)
-                        still.append(rcpt)  # RFC 5321 §4.5.4.1: try the next MX host
-                    else:
-                        attempt.final[rcpt.id] = (answer, host)
-                        if answer.code < 400 and not self._peer_dsn.get(host, False):
-                            attempt.relayed.add(rcpt.id)
+                if batch.queue_id in attempt.recorded:
+                    continue
+                still = self._classify(remaining, results, host, attempt)
                 if still:
                     still_pending.append((batch, still))
             pending = still_pending
@@ -204,25 +216,42 @@ class QueueRunner:
             for rcpt in remaining:
                 attempt.final.setdefault(rcpt.id, attempt.last_temporary.get(rcpt.id, (_NO_HOST, "none")))
 
+    def _classify(
+        self, remaining: list[DueRecipient], results: dict[int, Reply], host: str, attempt: _Attempt
+    ) -> list[DueRecipient]:
+        """Note each recipient's answer from ``host``; returns those to try at the next host."""
+        still: list[DueRecipient] = []
+        for rcpt in remaining:
+            answer = results.get(rcpt.id)
+            if answer is None or 400 <= answer.code < 500:
+                attempt.last_temporary[rcpt.id] = (answer or _LOST, host)
+                still.append(rcpt)  # RFC 5321 §4.5.4.1: try the next MX host
+            else:
+                attempt.final[rcpt.id] = (answer, host)
+                if answer.code < 400 and not self._peer_dsn.get(host, False):
+                    attempt.relayed.add(rcpt.id)
+        return still
+
     def _port(self, target: Target) -> int:
         return target.port if target.kind == "relay" else self.cfg.delivery.mx_port
 
     # --- one SMTP transaction -----------------------------------------------------------------
 
     async def _transaction(
-        self, jobs: list[tuple[DueBatch, list[DueRecipient]]], target: Target
+        self, jobs: list[tuple[DueBatch, list[DueRecipient]]], target: Target, finished: _Finished
     ) -> dict[int, Reply]:
         """Deliver messages to one host over one connection; a reply per recipient id (absent:
-        nothing definite)."""
+        nothing definite). Answers received before the connection failed are kept."""
+        results: dict[int, Reply] = {}
         relay = target.kind == "relay"
         implicit = relay and self.cfg.delivery.smarthost_tls == "implicit"
         verify = target.host not in self._no_verify
         try:
-            return await self._session(jobs, target, implicit=implicit, verify=verify)
+            return await self._session(jobs, target, results, finished, implicit=implicit, verify=verify)
         except ssl.SSLCertVerificationError as exc:
             if relay:  # a smarthost we log in to must prove who it is
                 log.warning("%s: relay certificate not verified (%s)", target.host, exc.verify_message)
-                return {}
+                return results
             log.info(
                 "%s: certificate not verified (%s); retrying with unauthenticated TLS",
                 target.host,
@@ -230,12 +259,14 @@ class QueueRunner:
             )
             self._no_verify.add(target.host)
             try:
-                return await self._session(jobs, target, implicit=implicit, verify=False)
+                return await self._session(jobs, target, results, finished, implicit=implicit, verify=False)
             except (OSError, TimeoutError, ssl.SSLError) as again:
                 log.info("%s[%s]: %s", target.host, target.address, again)
-                return {}
+                return results
         except _PlaintextFallback:
-            return await self._session(jobs, target, implicit=False, verify=False, starttls=False)
+            return await self._session(
+                jobs, target, results, finished, implicit=False, verify=False, starttls=False
+            )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             log.info(
                 "%s[%s]:%d: connection failed: %s",
@@ -244,12 +275,14 @@ class QueueRunner:
                 self._port(target),
                 exc or type(exc).__name__,
             )
-            return {}
+            return results
 
     async def _session(
         self,
         jobs: list[tuple[DueBatch, list[DueRecipient]]],
         target: Target,
+        results: dict[int, Reply],
+        finished: _Finished,
         *,
         implicit: bool,
         verify: bool,
@@ -272,7 +305,6 @@ class QueueRunner:
         engine = smtpc.SMTPClientEngine(smtpc.ClientConfig(tls_active=implicit))
         current = 0  # the job whose transaction is under way; later ones reuse the connection
         envelope = self._envelope(*jobs[0])
-        results: dict[int, Reply] = {}
         tls_note = "implicit" if implicit else "none"
         try:
             while True:
@@ -322,6 +354,7 @@ class QueueRunner:
                             log.info("%s: TLS handshake failed (%s); retrying in plaintext", target.host, exc)
                             raise _PlaintextFallback from None
                         tls_note = _describe(writer) + (" verified" if verify else " unverified")
+                        self._last_tls = tls_note  # for the delivery lines of messages recorded early
                         engine.tls_started()
                         engine.ehlo(self.hostname)
                     case smtpc.AuthReply(reply=answer):
@@ -337,6 +370,7 @@ class QueueRunner:
                     case smtpc.TransactionDone(result=result):
                         for rcpt, rcpt_result in zip(jobs[current][1], result.recipients, strict=True):
                             results[rcpt.id] = rcpt_result.reply
+                        await finished(*jobs[current], results)
                         current += 1
                         if current < len(jobs):
                             envelope = self._envelope(*jobs[current])

@@ -193,16 +193,16 @@ class Listener:
         host, port = self.sock.getsockname()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    async def start(self) -> None:
+    @property
+    def implicit_tls(self) -> bool:
         # no context: the session does TLS itself (https reads the ClientHello first, for tls-alpn-01)
-        use_tls = self.kind.tls == "implicit" and self.tls_context is not None
-        self.server = await asyncio.start_server(
-            self._accept,
-            sock=self.sock,
-            ssl=self.tls_context if use_tls else None,
-            ssl_handshake_timeout=self.handshake_timeout if use_tls else None,
-            limit=64 * 1024,
-        )
+        return self.kind.tls == "implicit" and self.tls_context is not None
+
+    async def start(self) -> None:
+        # Implicit TLS is started in _accept, after the connection limits admitted the client: a
+        # handshake in progress costs ~300 KiB (asyncio's TLS buffers), and handshakes done by
+        # start_server(ssl=...) would not count against max_connections or the per-IP cap.
+        self.server = await asyncio.start_server(self._accept, sock=self.sock, limit=64 * 1024)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -214,25 +214,34 @@ class Listener:
             log.warning(
                 "%s: refused connection from %s: connection limit reached", self.kind.service, peer_ip
             )
-            try:
-                writer.write(BUSY_REPLIES[self.kind.protocol])
-                await asyncio.wait_for(writer.drain(), 5)
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+            if not self.implicit_tls:  # on a TLS port the busy reply would need a handshake first
+                try:
+                    writer.write(BUSY_REPLIES[self.kind.protocol])
+                    await asyncio.wait_for(writer.drain(), 5)
+                except (OSError, TimeoutError, ssl.SSLError):
+                    pass
             writer.close()
             return
         conn = Connection(
             reader, writer, self.kind, new_conn_id(), peer_ip, int(peer[1]), str(local[0]), int(local[1])
         )
         self.tasks[task] = conn
+        handshaken = not self.implicit_tls
         try:
+            if not handshaken:
+                assert self.tls_context is not None
+                conn.idle = True  # nothing in flight yet: a shutdown may end it at once
+                await writer.start_tls(self.tls_context, ssl_handshake_timeout=self.handshake_timeout)
+                conn.idle = False
+                handshaken = True
             await self.handler(conn)
         except (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             # shutdown: the session was idle (or out of grace); say goodbye and end quietly
-            with contextlib.suppress(Exception):
-                writer.write(BYE_REPLIES[self.kind.protocol])
+            if handshaken:
+                with contextlib.suppress(Exception):
+                    writer.write(BYE_REPLIES[self.kind.protocol])
         except Exception:
             log.exception("%s [%s]: session failed", self.kind.service, conn.conn_id)
         finally:

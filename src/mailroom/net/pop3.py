@@ -290,8 +290,12 @@ class POP3Session:
         started = time.monotonic()
         try:
             await self.ctx.store.write(apply_update, self.mailbox_id, deleted, sorted(self.retrieved))
-        except Exception:
-            self.log.exception("update failed; nothing was deleted")
+        except Exception as exc:
+            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                # the environment's fault (even a DELETE needs WAL space): one line, no traceback
+                self.log.error("update failed; nothing was deleted: %s", exc)
+            else:
+                self.log.exception("update failed; nothing was deleted")
             self.engine.reject("deleting messages failed, nothing was removed", "SYS/TEMP")
             return
         self.ctx.store.publish([self.account.id])

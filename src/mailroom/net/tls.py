@@ -16,11 +16,13 @@ and a TLS stream over memory BIOs that replays those already-read bytes into the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import shutil
 import ssl
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,25 +174,47 @@ class ServerTLS:
         self.load(cert, key)
 
     def _load_bytes(self, cert_pem: bytes, key_pem: bytes, cert: Path, key: Path) -> None:
-        # load_cert_chain takes only paths: load the snapshot we checked, from a private directory
-        if self.scratch_dir is not None:
-            self.scratch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = Path(tempfile.mkdtemp(prefix=".tls-load-", dir=self.scratch_dir))
-        try:
-            (tmp / "cert.pem").write_bytes(cert_pem)
-            fd = os.open(tmp / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(key_pem)
+        # load_cert_chain takes only paths: load the snapshot we checked
+        with _snapshot(cert_pem, key_pem, self.scratch_dir) as (cert_file, key_file):
             probe = server_context()
             try:
-                probe.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+                probe.load_cert_chain(cert_file, key_file)
             except (ssl.SSLError, ValueError) as exc:
                 raise TLSError(
                     f"{self.cert_key}: cannot use certificate {cert} with key {key}: {exc}"
                 ) from None
-            self.context.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+            self.context.load_cert_chain(cert_file, key_file)
+
+
+@contextlib.contextmanager
+def _snapshot(cert_pem: bytes, key_pem: bytes, scratch_dir: Path | None) -> Iterator[tuple[str, str]]:
+    """The pair as two readable paths. On Linux, anonymous in-memory files (memfd): they need no
+    disk space, so a full data_dir cannot stop a start or a reload, and the key never touches a
+    disk. Elsewhere, 0600 files in a private directory under ``scratch_dir``, removed after use."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fds: list[int] = []
+        try:
+            for data in (cert_pem, key_pem):
+                fd = os.memfd_create("mailroom-tls", os.MFD_CLOEXEC)
+                fds.append(fd)
+                with open(fd, "wb", closefd=False) as f:
+                    f.write(data)
+            yield f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}"
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for fd in fds:
+                os.close(fd)
+        return
+    if scratch_dir is not None:
+        scratch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=".tls-load-", dir=scratch_dir))
+    try:
+        (tmp / "cert.pem").write_bytes(cert_pem)
+        fd = os.open(tmp / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        yield str(tmp / "cert.pem"), str(tmp / "key.pem")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def describe(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:

@@ -10,6 +10,7 @@ verified for unknown names).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -33,6 +34,18 @@ MAX_TRACKED = 10_000  # bound the memory a flood of names or addresses can take
 class _Failures:
     count: int
     last: float
+
+
+def client_key(ip: str) -> str:
+    """Failures count per IPv4 address and per IPv6 /64, as the connection limits do: one host
+    usually holds a whole /64 and could otherwise start afresh from each of its addresses."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip
 
 
 class _FailureTable:
@@ -78,7 +91,7 @@ class Authenticator:
 
     def failure_delay(self, ip: str, username: str) -> float:
         """Delay before answering the next failure: doubles per recent failure, capped."""
-        failures = max(self._by_ip.count(ip), self._by_user.count(username.lower()))
+        failures = max(self._by_ip.count(client_key(ip)), self._by_user.count(username.lower()))
         if self.base_delay <= 0:
             return 0.0
         return float(min(self.base_delay * (2 ** min(failures, 10)), MAX_DELAY))
@@ -90,7 +103,7 @@ class Authenticator:
         usable = account is not None and not account.disabled
         ok = await verify_password_async(account.password_hash if account and usable else None, password)
         if ok and account is not None and usable:
-            self._by_ip.clear(ip)
+            self._by_ip.clear(client_key(ip))
             self._by_user.clear(username.lower())
             return account
         await self.failed(service, ip, username, log)
@@ -107,12 +120,12 @@ class Authenticator:
     ) -> None:
         """Record and log a failure (any mechanism), then wait before the caller answers."""
         delay = self.failure_delay(ip, username)
-        self._by_ip.add(ip)
+        self._by_ip.add(client_key(ip))
         self._by_user.add(username.lower())
         logs.auth_failed(log, service, ip, username)
         if delay > 0:
             await self._sleep(delay)  # type: ignore[misc]
 
     def succeeded(self, ip: str, username: str) -> None:
-        self._by_ip.clear(ip)
+        self._by_ip.clear(client_key(ip))
         self._by_user.clear(username.lower())

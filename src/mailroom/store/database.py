@@ -7,6 +7,7 @@ after the WAL has been fsync'd, so every store call that reports success survive
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ def db_path(data_dir: Path) -> Path:
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the database with mailroom's pragmas; the caller runs migrations separately."""
+    if not readonly:
+        create_private(path)
     try:
         if readonly:
             conn = sqlite3.connect(
@@ -71,6 +74,19 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.close()
         raise StoreError(f"{path}: not a usable mailroom database ({exc}); it was left untouched") from None
     return conn
+
+
+def create_private(path: Path) -> None:
+    """A new database file is made mode 0600 before SQLite opens it: it holds mail and password
+    hashes, and SQLite gives its -wal and -shm files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(
+            f"{path}: cannot create the database ({exc.strerror}); check the directory's owner and permissions"
+        ) from None
 
 
 def _is_empty(conn: sqlite3.Connection) -> bool:
