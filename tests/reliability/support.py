@@ -90,7 +90,8 @@ def write_figures() -> None:
         return
     with _written:
         path = Path(target)
-        old: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        text = path.read_text() if path.exists() else ""
+        old: dict[str, int] = json.loads(text) if text.strip() else {}
         merged = {**old, **dict(FIGURES), "soak": int(SOAK.enabled)}
         path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
