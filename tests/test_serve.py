@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from mailroom.app import RunAs, readable_after_drop
+from mailroom.mailauth.dkim import generate_key
 from tests.server_fixture import (
     PASSWORD,
     RunningServer,
+    free_port,
+    inbox,
     insecure_tls,
+    populate,
     running_server,
     wait_until,
     write_config,
@@ -118,23 +123,71 @@ def test_binds_low_port_then_runs_as_configured_user() -> None:
     root = Path(tempfile.mkdtemp(prefix="mailroom-priv-", dir="/tmp"))
     root.chmod(0o755)
     try:
-        cfg = write_config(root, {"smtp": low}, "")
+        ports = {"smtp": low, "submissions": free_port()}
+        cfg = write_config(root, ports, "")
         cfg.write_text(cfg.read_text().replace("[listeners]", 'user = "nobody"\n[listeners]'))
-        srv = RunningServer(root, cfg, {"smtp": low})
+        srv = RunningServer(root, cfg, ports)
         srv.start()
+        nobody = pwd.getpwnam("nobody")
         try:
             assert srv.proc is not None
             status = Path(f"/proc/{srv.proc.pid}/status").read_text()
             uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            assert uid_line.split()[1:] == [str(pwd.getpwnam("nobody").pw_uid)] * 4
-            assert (root / "data" / "mailroom.sqlite3").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+            assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+            assert (root / "data" / "mailroom.sqlite3").stat().st_uid == nobody.pw_uid
+            populate(root / "data")  # root writes into the server's (nobody's) existing files
+            generate_key(root / "data", "example.org", "s1", "ed25519")
+            for path in (root / "data" / "dkim", *(root / "data" / "dkim").rglob("*")):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
             with smtplib.SMTP("127.0.0.1", low, local_hostname="c") as s:
                 assert s.noop()[0] == 250
+            # DKIM signing loads dkimpy and cryptography at first use: after the drop, that works
+            # only because the server saw it could not read them as nobody and loaded them first
+            ctx = insecure_tls()
+            with smtplib.SMTP_SSL("127.0.0.1", ports["submissions"], local_hostname="c", context=ctx) as s:
+                s.login("alice@example.org", PASSWORD)
+                s.sendmail(
+                    "alice@example.org",
+                    ["bob@example.org"],
+                    b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: x\r\n\r\nhi\r\n",
+                )
+            stored = inbox(srv, "bob@example.org")
+            assert len(stored) == 1 and b"DKIM-Signature: v=1; a=ed25519-sha256" in stored[0]
         finally:
             assert srv.stop() == 0
-        assert "Traceback" not in srv.log()
+        assert "Traceback" not in srv.log() and "internal error" not in srv.log()
     finally:
         shutil.rmtree(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a check as another user needs root")
+def test_readable_after_drop_sees_what_the_user_can_read(tmp_path: Path) -> None:
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK) or Path(python).resolve().is_relative_to("/root"):
+        pytest.skip("needs a python3 that nobody can run")
+    nobody = pwd.getpwnam("nobody")
+    who = RunAs("nobody", nobody.pw_uid, nobody.pw_gid)
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="mailroom-readable-", dir="/tmp"))  # pytest's is 0700
+    tree = tmp_path / "site"
+    (tree / "pkg" / "sub").mkdir(parents=True)
+    (tree / "pkg" / "sub" / "mod.py").write_text("x = 1\n")
+    for path in (tmp_path, tree, tree / "pkg", tree / "pkg" / "sub"):
+        path.chmod(0o755)
+    (tree / "pkg" / "sub" / "mod.py").chmod(0o644)
+    assert readable_after_drop(who, [str(tree)], python) is True
+    (tree / "pkg" / "sub" / "mod.py").chmod(0o600)  # root's only
+    assert readable_after_drop(who, [str(tree)], python) is False
+    (tree / "pkg" / "sub" / "mod.py").chmod(0o644)
+    (tree / "pkg").chmod(0o700)  # a directory nobody cannot enter
+    assert readable_after_drop(who, [str(tree)], python) is False
+    (tree / "pkg").chmod(0o755)
+    tmp_path.chmod(0o700)  # nor reach
+    assert readable_after_drop(who, [str(tree)], python) is False
+    import shutil
+
+    shutil.rmtree(tmp_path)
 
 
 def _port_free(port: int) -> bool:

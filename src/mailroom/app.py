@@ -66,11 +66,13 @@ def drop_privileges(run_as: RunAs | None) -> None:
     os.environ["HOME"] = pwd.getpwuid(run_as.uid).pw_dir
 
 
-# Modules the sessions import lazily (stdlib email helpers, codecs); loaded while still root so a
-# Python installed where [server] user cannot read (e.g. under /root) keeps working after the drop.
-PRELOAD = (
+# Modules the sessions import at first use: stdlib email helpers and codecs, and the heavy
+# libraries an idle server does not need (dnspython at the first lookup, dkimpy and pyspf at the
+# first check, cryptography when a key or certificate is made). Together they are about 15 MiB.
+LAZY = (
     "mailroom.services",
     "mailroom.delivery.runner",
+    "mailroom.dnsquery",
     "email.header",
     "email.utils",
     "email._header_value_parser",
@@ -81,13 +83,65 @@ PRELOAD = (
     "encodings.punycode",
     "stringprep",
     "unicodedata",
+    "dkim",
+    "spf",
+    "cryptography.x509",
+    "cryptography.hazmat.primitives.asymmetric.ec",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.hazmat.primitives.asymmetric.rsa",
+    "cryptography.hazmat.primitives.serialization",
+    "xml.etree.ElementTree",
+    "plistlib",
 )
+# Run as [server] user on a throw-away interpreter: exit 0 when every Python file under the
+# import path is readable (directories also searchable), so imports after the drop will work.
+_READABLE_CHECK = """
+import os, sys
+def unreadable(error):
+    sys.exit(1)
+for top in sys.argv[1:]:
+    for root, dirs, files in os.walk(top, onerror=unreadable):
+        if not os.access(root, os.R_OK | os.X_OK):
+            sys.exit(1)
+        for name in files:
+            if name.endswith((".py", ".so")) and not os.access(os.path.join(root, name), os.R_OK):
+                sys.exit(1)
+    if os.path.isfile(top) and not os.access(top, os.R_OK):
+        sys.exit(1)
+"""
+
+
+def readable_after_drop(run_as: RunAs, paths: list[str] | None = None, python: str = sys.executable) -> bool:
+    """Can [server] user read the Python files mailroom imports lazily? (No when Python lives under
+    /root, say.) Asked of a child interpreter running as that user, so ACLs count too."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [
+                python,
+                "-I",
+                "-S",
+                "-c",
+                _READABLE_CHECK,
+                *(paths or [p for p in sys.path if os.path.isdir(p)]),
+            ],
+            user=run_as.uid,
+            group=run_as.gid,
+            extra_groups=[],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def preload_modules() -> None:
     import importlib
 
-    for name in PRELOAD:
+    for name in LAZY:
         importlib.import_module(name)
 
 
@@ -201,7 +255,9 @@ class Server:
             for _, sock in sockets:
                 sock.close()
             raise
-        preload_modules()  # after the drop the interpreter's files may not be readable any more
+        if run_as is not None and os.geteuid() == 0 and not readable_after_drop(run_as):
+            log.info("%s cannot read the Python libraries: loading them all before the drop", run_as.name)
+            preload_modules()
         drop_privileges(run_as)
         if os.geteuid() == 0 and run_as is None and not cfg.dev:
             log.warning("running as root: set [server] user so mailroom drops privileges after binding")

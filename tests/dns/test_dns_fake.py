@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,8 +14,8 @@ import pytest
 from mailroom.config import DNSConfig
 from mailroom.dns import (
     MX,
-    DnsResolver,
     FakeResolver,
+    LazyResolver,
     Lookup,
     NoDnsResolver,
     Status,
@@ -21,6 +23,7 @@ from mailroom.dns import (
     parse_nameserver,
     to_ascii,
 )
+from mailroom.dnsquery import DnsResolver
 
 T = TypeVar("T")
 
@@ -167,8 +170,25 @@ def test_disabled_resolver_is_temporary_everywhere() -> None:
 
 def test_from_config(tmp_path: Path) -> None:
     assert isinstance(from_config(DNSConfig(nameservers=())), NoDnsResolver)
-    real = from_config(DNSConfig(nameservers=("127.0.0.1:5353", "[::1]:5353"), timeout=2.0))
+    lazy = from_config(DNSConfig(nameservers=("127.0.0.1:5353", "[::1]:5353"), timeout=2.0))
+    assert isinstance(lazy, LazyResolver)
+    real = lazy._resolver()
     assert isinstance(real, DnsResolver) and real.servers == (("127.0.0.1", 5353), ("::1", 5353))
+    assert real._resolver.cache is not None and real._resolver.lifetime == 2.0
+
+
+def test_dnspython_is_loaded_at_the_first_lookup_only() -> None:
+    code = (
+        "import sys, asyncio\n"
+        "from mailroom.config import DNSConfig\n"
+        "from mailroom.dns import from_config\n"
+        "r = from_config(DNSConfig(nameservers=('127.0.0.1:9',), timeout=0.2))\n"
+        "assert not any(m == 'dns' or m.startswith('dns.') for m in sys.modules), 'eager'\n"
+        "result = asyncio.run(r.txt('example.org'))\n"
+        "assert result.temporary and 'dns.asyncresolver' in sys.modules, result\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_system_reads_resolv_conf_explicitly(tmp_path: Path) -> None:

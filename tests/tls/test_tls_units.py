@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
 
 from mailroom.acme.challenges import ID_PE_ACME_IDENTIFIER, alpn_challenge_cert
 from mailroom.acme.manager import renewal_time, retry_delay
@@ -103,6 +104,29 @@ def test_check_pair_names_the_problem(tmp_path: Path) -> None:
         check_pair(cert.read_bytes(), cert.read_bytes(), cert, key)
 
 
+@pytest.mark.parametrize("form", ["pkcs8", "traditional"])
+def test_encrypted_key_is_refused_without_prompting(tmp_path: Path, form: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key, _ = make_pair(tmp_path)
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    fmt = (
+        serialization.PrivateFormat.PKCS8
+        if form == "pkcs8"
+        else serialization.PrivateFormat.TraditionalOpenSSL
+    )
+    locked = private.private_bytes(
+        serialization.Encoding.PEM, fmt, serialization.BestAvailableEncryption(b"secret")
+    )
+    with pytest.raises(TLSError, match=r"^tls\.key: .*: the key is encrypted"):
+        check_pair(cert.read_bytes(), locked, cert, key)
+    # a key whose PEM armour hides no key at all
+    with pytest.raises(TLSError, match=r"^tls\.key: .*: no usable PEM private key"):
+        check_pair(
+            cert.read_bytes(), b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", cert, key
+        )
+
+
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
     cert, _, _ = make_pair(tmp_path)
     with pytest.raises(TLSError) as info:
@@ -178,7 +202,7 @@ def test_tls_alpn_challenge_certificate_rfc8737() -> None:
     key_authz = "token123.thumbprint456"
     cert_pem, _ = alpn_challenge_cert("mx.example.org", key_authz)
     cert = x509.load_pem_x509_certificate(cert_pem)
-    ext = cert.extensions.get_extension_for_oid(ID_PE_ACME_IDENTIFIER)
+    ext = cert.extensions.get_extension_for_oid(ObjectIdentifier(ID_PE_ACME_IDENTIFIER))
     assert ext.critical
     assert isinstance(ext.value, x509.UnrecognizedExtension)
     assert ext.value.value == b"\x04\x20" + hashlib.sha256(key_authz.encode()).digest()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
 
 from mailroom.acme.challenges import ACME_TLS_ALPN, ID_PE_ACME_IDENTIFIER, ChallengeResponder
 from mailroom.config import Endpoint, dev_defaults
@@ -183,7 +184,7 @@ def test_tls_alpn01_gets_the_challenge_certificate(tmp_path: Path) -> None:
 
             cert = x509.load_der_x509_certificate(await asyncio.to_thread(fetch))
             assert cert.serial_number != serial
-            ext = cert.extensions.get_extension_for_oid(ID_PE_ACME_IDENTIFIER)
+            ext = cert.extensions.get_extension_for_oid(ObjectIdentifier(ID_PE_ACME_IDENTIFIER))
             assert ext.critical and ext.value.value == b"\x04\x20" + hashlib.sha256(b"tok.thumb").digest()  # type: ignore[attr-defined]
             # other names, and ordinary clients meanwhile, still get the server's certificate
             with pytest.raises((ssl.SSLError, OSError)):

@@ -21,20 +21,21 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID, ObjectIdentifier
-
 from mailroom.net.tls import server_context
 
 ACME_TLS_ALPN = "acme-tls/1"
-ID_PE_ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # RFC 8737 §6.1
+ID_PE_ACME_IDENTIFIER = "1.3.6.1.5.5.7.1.31"  # RFC 8737 §6.1
 HTTP01_PREFIX = "/.well-known/acme-challenge/"
 
 
 def alpn_challenge_cert(name: str, key_authorization: str) -> tuple[bytes, bytes]:
     """RFC 8737 §3: (certificate PEM, key PEM) for answering tls-alpn-01 for ``name``."""
+    # cryptography is loaded only while an ACME order runs, not by an idle server
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+
     key = ec.generate_private_key(ec.SECP256R1())
     digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
     der_octet_string = b"\x04\x20" + digest  # acmeIdentifier ::= OCTET STRING (SIZE (32))
@@ -49,7 +50,10 @@ def alpn_challenge_cert(name: str, key_authorization: str) -> tuple[bytes, bytes
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=7))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.UnrecognizedExtension(ID_PE_ACME_IDENTIFIER, der_octet_string), critical=True)
+        .add_extension(
+            x509.UnrecognizedExtension(ObjectIdentifier(ID_PE_ACME_IDENTIFIER), der_octet_string),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

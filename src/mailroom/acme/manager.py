@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from cryptography import x509
-
 from mailroom.acme.challenges import ChallengeResponder
 from mailroom.acme.issued import Issued, IssueError, write_private
 from mailroom.acme.selfsigned import ensure_self_signed
 from mailroom.config import Config
-from mailroom.net.tls import CertInfo, ServerTLS, TLSError, cert_info, check_pair
+from mailroom.net.certinfo import read_pem
+from mailroom.net.tls import CertInfo, ServerTLS, TLSError, check_pair
 
 log = logging.getLogger("mailroom.tls")
 
@@ -304,8 +303,8 @@ class CertificateManager:
     def current(self) -> CertInfo | None:
         """The stored ACME certificate, if any and readable."""
         try:
-            return cert_info(x509.load_pem_x509_certificate(self.paths.cert.read_bytes()))
-        except (OSError, ValueError):
+            return read_pem(self.paths.cert.read_bytes())
+        except (OSError, ValueError):  # CertificateFormatError is a ValueError
             return None
 
     def due(self) -> tuple[datetime.datetime, str]:

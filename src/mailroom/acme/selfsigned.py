@@ -7,10 +7,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from mailroom.net.certinfo import CertificateFormatError, read_pem
 
 
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path, bool]:
@@ -21,16 +18,19 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path, bool
     cert_path, key_path = directory / "selfsigned.crt", directory / "selfsigned.key"
     if cert_path.exists() and key_path.exists():
         try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            names = cert.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            ).value.get_values_for_type(x509.DNSName)
-            if hostname in names and cert.not_valid_after_utc > datetime.datetime.now(
+            info = read_pem(cert_path.read_bytes())
+            if hostname in info.names and info.not_after > datetime.datetime.now(
                 datetime.UTC
             ) + datetime.timedelta(days=7):
                 return cert_path, key_path, False
-        except (ValueError, x509.ExtensionNotFound):
+        except CertificateFormatError:
             pass
+    # making one is rare (first start, hostname change): only then load cryptography
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)

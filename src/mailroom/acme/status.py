@@ -7,11 +7,9 @@ import os
 import signal
 from pathlib import Path
 
-from cryptography import x509
-
 from mailroom.acme.manager import acme_names, acme_paths, read_state, renewal_time
 from mailroom.config import Config
-from mailroom.net.tls import cert_info
+from mailroom.net.certinfo import pem_certificates, read_der
 
 
 class CertStatusError(Exception):
@@ -49,7 +47,9 @@ def status_lines(cfg: Config, now: datetime.datetime | None = None) -> list[str]
     now = now or datetime.datetime.now(datetime.UTC)
     path, source = served_certificate(cfg)
     try:
-        chain = x509.load_pem_x509_certificates(path.read_bytes())
+        chain = [read_der(der) for der in pem_certificates(path.read_bytes())]
+        if not chain:
+            raise ValueError("no certificate")
     except FileNotFoundError:
         if source == "self-signed":
             return [f"mode:         {cfg.tls.mode}", "certificate:  none yet (made at the first start)"]
@@ -58,7 +58,7 @@ def status_lines(cfg: Config, now: datetime.datetime | None = None) -> list[str]
         raise CertStatusError(f"{path}: not readable by uid {os.geteuid()} (permission denied)") from None
     except ValueError:
         raise CertStatusError(f"{path}: no PEM certificate in the file") from None
-    info = cert_info(chain[0])
+    info = chain[0]
     mode = cfg.tls.mode + (f" ({cfg.tls.acme_directory})" if cfg.tls.mode == "acme" else "")
     lines = [
         f"mode:         {mode}",
@@ -76,9 +76,7 @@ def status_lines(cfg: Config, now: datetime.datetime | None = None) -> list[str]
         f"expires:      {_when(info.not_after)} ({_left(info.not_after, now)})",
     ]
     if len(chain) > 1:
-        lines.append(
-            f"chain:        {len(chain) - 1} more certificate(s), next issuer {chain[1].issuer.rfc4514_string()}"
-        )
+        lines.append(f"chain:        {len(chain) - 1} more certificate(s), next issuer {chain[1].issuer}")
     if cfg.tls.mode == "files":
         lines.append(
             f"next renewal: not mailroom's job; new files are picked up within {cfg.tls.watch_interval:g}s or on SIGHUP"

@@ -24,14 +24,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import dkim as dkimpy
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from dkim.util import parse_tag_value
+from typing import TYPE_CHECKING, Any, Literal
 
 from mailroom.mailauth.resolver import Answer, DnsLookup
+
+# dkimpy and cryptography (with PyNaCl, about 8 MiB resident together) are imported inside the
+# functions that sign or verify, so an idle server does not carry them.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 DkimStatus = Literal["pass", "fail", "neutral", "temperror", "permerror"]
 KeyType = Literal["rsa", "ed25519"]
@@ -124,6 +124,9 @@ class SigningKey:
 
     def dkimpy_private(self) -> bytes:
         """The private key as dkimpy's sign() takes it: PKCS#1 PEM, or the base64 ed25519 seed."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
             return base64.b64encode(self.private_key.private_bytes_raw())
         return self.private_key.private_bytes(
@@ -134,6 +137,9 @@ class SigningKey:
 
 
 def public_key_record(private_key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     public = private_key.public_key()
     if isinstance(public, ed25519.Ed25519PublicKey):
         # RFC 8463 §4.2: p= is the base64 of the raw 32-byte public key.
@@ -147,6 +153,9 @@ def public_key_record(private_key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 def parse_private_key(data: bytes, domain: str, selector: str) -> SigningKey:
     """A PEM private key (PKCS#1 or PKCS#8, RSA or Ed25519), or a base64 ed25519 seed (dkimpy's
     own format, as in RFC 8463's examples)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     domain = _dns_name(domain, "domain")
     selector = _dns_name(selector, "selector")
     text = data.strip()
@@ -187,6 +196,9 @@ def generate_key(data_dir: Path, domain: str, selector: str, key_type: KeyType =
     Refuses to overwrite an existing key (FileExistsError). Returns the key; its ``record`` is the
     TXT record to publish at ``record_name``.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if key_type not in KEY_TYPES:
         raise ValueError(f"algorithm: expected rsa or ed25519, got {key_type!r}")
     path = key_path(data_dir, domain, selector)
@@ -264,6 +276,8 @@ def sign_headers(message: bytes, keys: Sequence[SigningKey], *, linesep: bytes =
 
     Raises ValueError when the message cannot be signed (no From, RFC 6376 §5.4).
     """
+    import dkim as dkimpy
+
     if not keys:
         return b""
     include = signed_header_list(message)
@@ -340,6 +354,9 @@ def _result(tags: Mapping[bytes, bytes], status: DkimStatus, reason: str) -> Dki
 
 
 def _parse_signatures(message: bytes, limit: int) -> list[_Sig]:
+    import dkim as dkimpy
+    from dkim.util import parse_tag_value
+
     signer = dkimpy.DKIM(message, logger=_quiet)
     count = sum(1 for name, _ in signer.headers if name.lower() == b"dkim-signature")
     sigs = []
@@ -380,6 +397,9 @@ def _parse_signatures(message: bytes, limit: int) -> list[_Sig]:
 
 def _pick_key(tags: Mapping[bytes, bytes], answer: Answer) -> tuple[str, DkimResult | None]:
     """RFC 6376 §6.1.2: the key record for a signature, or the result that ends its check."""
+    import dkim as dkimpy
+    from dkim.util import parse_tag_value
+
     if answer.temporary:
         return "", _result(tags, "temperror", f"key lookup failed: {answer.error}")
     if not answer.ok:
@@ -421,6 +441,8 @@ def _pick_key(tags: Mapping[bytes, bytes], answer: Answer) -> tuple[str, DkimRes
 
 
 def _verify_crypto(message: bytes, sigs: list[_Sig]) -> list[DkimResult]:
+    import dkim as dkimpy
+
     results = []
     verifier = dkimpy.DKIM(message, logger=_quiet, minkey=MIN_RSA_BITS)  # one parse for all signatures
     for sig in sigs:

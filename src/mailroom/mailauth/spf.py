@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import spf as pyspf
-
 from mailroom.mailauth.resolver import RR_TYPES, DnsLookup
 
 SpfStatus = Literal["none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"]
@@ -48,11 +46,17 @@ def _dispatch(name: str, qtype: str, strict: Any = True, timeout: float = 30.0) 
     """pyspf's DNSLookup(name, qtype, strict, timeout) -> [((name, type), value), ...]."""
     bridge: Callable[[str, str, float], list[Any]] | None = getattr(_bound, "bridge", None)
     if bridge is None:
-        raise pyspf.TempError("DNS: no resolver bound (mailroom never uses the system resolver)")
+        raise _pyspf().TempError("DNS: no resolver bound (mailroom never uses the system resolver)")
     return bridge(name, qtype, timeout)
 
 
-pyspf.DNSLookup = _dispatch  # pyspf.query.dns() looks this global up at call time
+def _pyspf() -> Any:  # pyspf has no type hints
+    """pyspf, imported at the first check (not by an idle server) with its DNS routed through us."""
+    import spf
+
+    spf.DNSLookup = _dispatch  # pyspf.query.dns() looks this global up at call time
+    return spf
+
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -67,6 +71,8 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _bridge(lookup: DnsLookup, loop: asyncio.AbstractEventLoop) -> Callable[[str, str, float], list[Any]]:
+    pyspf = _pyspf()
+
     def run(name: str, qtype: str, timeout: float) -> list[Any]:
         if qtype not in RR_TYPES:
             return []  # RFC 7208 §3.1 / §14.1: type SPF (99) is never queried
@@ -104,6 +110,7 @@ def _evaluate(
     timeout: float,
     default_explanation: str | None,
 ) -> tuple[str, str]:
+    pyspf = _pyspf()
     _bound.bridge = bridge
     try:
         try:

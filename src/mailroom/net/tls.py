@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import os
 import shutil
 import ssl
@@ -26,9 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from mailroom.net.certinfo import CertificateFormatError, CertInfo, pem_certificates, read_der
 
 # Mozilla "intermediate" TLS 1.2 suites (TLS 1.3 suites are fixed by OpenSSL)
 _CIPHERS = (
@@ -50,42 +47,18 @@ def server_context() -> ssl.SSLContext:
     return context
 
 
-@dataclass(frozen=True)
-class CertInfo:
-    """What logs and ``mailroom cert status`` say about a certificate."""
+__all__ = ["CertInfo", "ServerTLS", "TLSError", "check_pair", "server_context"]
 
-    subject: str
-    issuer: str
-    serial: int
-    names: tuple[str, ...]
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-
-    @property
-    def self_signed(self) -> bool:
-        return self.subject == self.issuer
-
-    def summary(self) -> str:
-        return (
-            f"serial={self.serial:x} names={','.join(self.names) or '-'} issuer={self.issuer!r} "
-            f"expires={self.not_after:%Y-%m-%dT%H:%M:%SZ}"
-        )
+# RFC 7468 §11 / OpenSSL's legacy form: both mean a passphrase we do not have
+_ENCRYPTED_KEY = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
 
 
-def cert_info(cert: x509.Certificate) -> CertInfo:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = tuple(san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = ()
-    return CertInfo(
-        cert.subject.rfc4514_string(),
-        cert.issuer.rfc4514_string(),
-        cert.serial_number,
-        names,
-        cert.not_valid_before_utc,
-        cert.not_valid_after_utc,
-    )
+class _Encrypted(Exception):
+    """Raised from OpenSSL's passphrase callback instead of letting it prompt on a terminal."""
+
+
+def _no_passphrase() -> str:
+    raise _Encrypted
 
 
 def _read(path: Path, key_name: str, what: str) -> bytes:
@@ -110,28 +83,42 @@ def check_pair(
     key: Path,
     cert_key: str = "tls.cert",
     key_key: str = "tls.key",
+    *,
+    scratch_dir: Path | None = None,
 ) -> CertInfo:
-    """Parse a certificate chain and key and check they belong together; one-line TLSError if not."""
+    """Parse a certificate chain and key and check they belong together; one-line TLSError if not.
+
+    OpenSSL (the ssl module) does the key work on a throw-away context, so a bad pair never
+    touches the live one and no crypto library beyond OpenSSL is loaded."""
     try:
-        chain = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError:
-        raise TLSError(f"{cert_key}: {cert}: no PEM certificate in the file") from None
-    try:
-        private = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError:
+        chain = pem_certificates(cert_pem)
+        if not chain:
+            raise TLSError(f"{cert_key}: {cert}: no PEM certificate in the file")
+        info = read_der(chain[0])
+    except CertificateFormatError as exc:
+        raise TLSError(f"{cert_key}: {cert}: not a usable certificate ({exc})") from None
+    if any(marker in key_pem for marker in _ENCRYPTED_KEY):
         raise TLSError(
             f"{key_key}: {key}: the key is encrypted (passphrase-protected keys are not supported)"
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise TLSError(f"{key_key}: {key}: no usable PEM private key in the file") from None
-    public = chain[0].public_key()
-    mine = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    theirs = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if mine != theirs:
-        raise TLSError(f"{key_key}: {key} is not the private key of the certificate in {cert} (wrong key)")
-    return cert_info(chain[0])
+        )
+    if b"PRIVATE KEY-----" not in key_pem:
+        raise TLSError(f"{key_key}: {key}: no usable PEM private key in the file")
+    with _snapshot(cert_pem, key_pem, scratch_dir) as (cert_file, key_file):
+        try:
+            server_context().load_cert_chain(cert_file, key_file, password=_no_passphrase)
+        except _Encrypted:
+            raise TLSError(
+                f"{key_key}: {key}: the key is encrypted (passphrase-protected keys are not supported)"
+            ) from None
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise TLSError(
+                    f"{key_key}: {key} is not the private key of the certificate in {cert} (wrong key)"
+                ) from None
+            if exc.library == "PEM" or "PEM" in str(exc):
+                raise TLSError(f"{key_key}: {key}: no usable PEM private key in the file") from None
+            raise TLSError(f"{cert_key}: cannot use certificate {cert} with key {key}: {exc}") from None
+    return info
 
 
 class ServerTLS:
@@ -164,26 +151,16 @@ class ServerTLS:
         cert_key, key_key = cert_key or self.cert_key, key_key or self.key_key
         cert_pem = _read(cert, cert_key, "certificate")
         key_pem = _read(key, key_key, "key")
-        info = check_pair(cert_pem, key_pem, cert, key, cert_key, key_key)
-        self._load_bytes(cert_pem, key_pem, cert, key)
+        info = check_pair(cert_pem, key_pem, cert, key, cert_key, key_key, scratch_dir=self.scratch_dir)
+        # load_cert_chain takes only paths: load the snapshot check_pair just proved on a probe
+        with _snapshot(cert_pem, key_pem, self.scratch_dir) as (cert_file, key_file):
+            self.context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
         self.cert, self.key, self.cert_key, self.key_key, self.info = cert, key, cert_key, key_key, info
         return info
 
     def reload(self, cert: Path | None = None, key: Path | None = None) -> None:
         """Re-read the current (or the given) files; kept for callers of the Foundation API."""
         self.load(cert, key)
-
-    def _load_bytes(self, cert_pem: bytes, key_pem: bytes, cert: Path, key: Path) -> None:
-        # load_cert_chain takes only paths: load the snapshot we checked
-        with _snapshot(cert_pem, key_pem, self.scratch_dir) as (cert_file, key_file):
-            probe = server_context()
-            try:
-                probe.load_cert_chain(cert_file, key_file)
-            except (ssl.SSLError, ValueError) as exc:
-                raise TLSError(
-                    f"{self.cert_key}: cannot use certificate {cert} with key {key}: {exc}"
-                ) from None
-            self.context.load_cert_chain(cert_file, key_file)
 
 
 @contextlib.contextmanager

@@ -15,10 +15,8 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import dns.name
-import dns.reversename
-
 from mailroom.config import Config
+from mailroom.dns import reverse_name
 from mailroom.mailauth import records as authrecords
 from mailroom.mailauth.dkim import SigningKey
 from mailroom.quickstart import mtasts
@@ -248,7 +246,7 @@ def host_records(cfg: Config, domains: Sequence[str]) -> list[Record]:
                 Record(host, "CAA", f'0 issue "{issuer}"', "caa", f"only {issuer} may issue (RFC 8659)", zone)
             )
     for text in cfg.public.addresses:
-        name = dns.reversename.from_address(text).to_text(omit_final_dot=True)
+        name = reverse_name(text)
         out.append(
             Record(
                 name, "PTR", f"{host}.", "ptr", f"reverse DNS of {text}: ask your hosting provider", REVERSE
@@ -326,6 +324,9 @@ def table(records: Sequence[Record]) -> str:
 
 def ptr_address(record: Record) -> str:
     """The address a PTR record is for (``7.113.0.203.in-addr.arpa`` -> ``203.0.113.7``)."""
+    import dns.name  # CLI only: the server's web pages import this module too
+    import dns.reversename
+
     return str(dns.reversename.to_address(dns.name.from_text(record.name)))
 
 

@@ -14,11 +14,9 @@ Implicit TLS is offered first (RFC 8314 §3), STARTTLS second; plaintext never.
 
 from __future__ import annotations
 
-import plistlib
 import re
 import urllib.parse
 import uuid
-import xml.etree.ElementTree as ET
 
 from mailroom.config import Config
 from mailroom.dns import to_ascii
@@ -105,6 +103,8 @@ def _socket_type(service: Service) -> str:
 
 def thunderbird_xml(cfg: Config, domain: str) -> bytes:
     """Thunderbird's config-v1.1.xml (wiki.mozilla.org/Thunderbird:Autoconfiguration:ConfigFileFormat)."""
+    import xml.etree.ElementTree as ET  # loaded on the first request, not at start
+
     root = ET.Element("clientConfig", version="1.1")
     provider = ET.SubElement(root, "emailProvider", id=domain)
     ET.SubElement(provider, "domain").text = domain
@@ -137,6 +137,8 @@ _POX_OUTLOOK = "http://schemas.microsoft.com/exchange/autodiscover/outlook/respo
 
 def outlook_xml(cfg: Config, email: str) -> bytes:
     """Autodiscover POX response ([MS-OXDSCLI] §2.2.4) with IMAP/POP3 and SMTP settings."""
+    import xml.etree.ElementTree as ET
+
     root = ET.Element("Autodiscover", xmlns=_POX_RESPONSE)
     response = ET.SubElement(root, "Response", xmlns=_POX_OUTLOOK)
     account = ET.SubElement(response, "Account")
@@ -190,6 +192,8 @@ def apple_profile(cfg: Config, email: str) -> bytes:
 
     UUIDs are derived from host and address, so downloading it again replaces the installed profile.
     No password: the device asks for it when the profile is installed."""
+    import plistlib
+
     services = client_services(cfg)
     incoming = next((s for s in services if s.protocol == "imap"), None) or next(
         (s for s in services if s.protocol == "pop3"), None
