@@ -302,7 +302,7 @@ class SMTPSession:
         assert self.tx is not None
         if address.lower() == "postmaster":
             address = f"postmaster@{await self._primary_domain()}"  # RFC 5321 §4.1.1.3
-        resolution = await self.ctx.store.read(directory.resolve, address)
+        resolution = self.ctx.store.read_now(directory.resolve, address)  # a few indexed rows
         notify = ",".join(params.notify) if params.notify else None
         if resolution is None and self._is_our_srs(address):
             await self._srs_bounce(address, params)

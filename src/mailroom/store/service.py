@@ -119,6 +119,22 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
+    def read_now(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, ...)`` right here, on the calling thread's own connection.
+
+        Only for lookups that touch a handful of rows through an index (resolving a recipient):
+        the hop to a reader thread and back costs more than such a query, and an SMTP session
+        makes one per RCPT. WAL readers do not wait for the writer, so this does not block on it.
+        """
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return fn(conn, *args, **kwargs)
+        finally:
+            conn.execute("COMMIT")
+
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
