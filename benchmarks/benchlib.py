@@ -185,6 +185,7 @@ class Mailroom:
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     nameservers: tuple[str, ...] = ()  # () = DNS off, inbound SPF/DKIM/DMARC skipped
+    uvloop: bool = False  # serve under uvloop (installed by the harness), src/ unchanged
 
     def __post_init__(self) -> None:
         self.ports = {name: free_port() for name in self.services}
@@ -197,6 +198,8 @@ class Mailroom:
             f'[server]\nhostname = "mx.{DOMAIN}"\ndata_dir = "{self.data_dir}"\n'
             f"[listeners]\n{listeners}\n"
             "[limits]\nmax_connections_per_ip = 500\n"
+            # the submission scenario sends thousands of messages from one account
+            "submission_messages_per_day = 100000000\nsubmission_new_recipients_per_day = 100000000\n"
             f"[dns]\nnameservers = {list(self.nameservers)!r}\n".replace("'", '"')
             + '[log]\nlevel = "warning"\n'
         )
@@ -228,7 +231,30 @@ class Mailroom:
     def populate(self) -> None:
         """The domain and the sink account the scenarios deliver to."""
         self.cli("domain", "add", DOMAIN)
-        self.cli("user", "add", SINK, "--password-stdin", stdin=PASSWORD + "\n")
+        self.add_user(SINK)
+
+    def add_user(self, address: str, password: str = PASSWORD) -> None:
+        self.cli("user", "add", address, "--password-stdin", stdin=password + "\n")
+
+    def command(self) -> list[str]:
+        """How `serve` is started: ``python -m mailroom``, or under uvloop through a ``-c`` shim
+        that installs uvloop's event loop policy first (asyncio.run then makes a uvloop loop)."""
+        args = ["--config", str(self.config), "serve"]
+        if not self.uvloop:
+            return [PYTHON, "-m", "mailroom", *args]
+        shim = (
+            "import sys, uvloop; uvloop.install(); from mailroom.cli import main; "
+            "sys.argv[0] = 'mailroom'; raise SystemExit(main(sys.argv[1:]))"
+        )
+        return [PYTHON, "-c", shim, *args]
+
+    def uses_uvloop(self) -> bool:
+        """Whether uvloop's extension module is mapped into the server process."""
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                return any("/uvloop/loop." in line for line in f)
+        except FileNotFoundError:
+            return False
 
     def start(self, timeout: float = 30, probe: bool = True) -> float:
         """Start serving; return the seconds from exec until the MX port greets (probe=True) or
@@ -236,7 +262,7 @@ class Mailroom:
         out = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "mailroom", "--config", str(self.config), "serve"],
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -281,22 +307,42 @@ class Mailroom:
         finally:
             conn.close()
 
+    def last_body(self, limit: int = 8192) -> bytes:
+        """The first ``limit`` octets of the newest stored message text (read-only)."""
+        db = self.data_dir / "mailroom.sqlite3"
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute(
+                "SELECT substr(data, 1, ?) FROM bodies ORDER BY id DESC LIMIT 1", (limit,)
+            ).fetchone()
+            return bytes(row[0]) if row else b""
+        finally:
+            conn.close()
+
 
 class MailroomSession:
     """``with MailroomSession() as m:`` a populated, started server in a temp dir, removed after."""
 
     def __init__(
-        self, services: tuple[str, ...] = SERVICES, populate: bool = True, nameservers: tuple[str, ...] = ()
+        self,
+        services: tuple[str, ...] = SERVICES,
+        populate: bool = True,
+        nameservers: tuple[str, ...] = (),
+        uvloop: bool = False,
+        prepare: Callable[[Mailroom], None] | None = None,
     ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
-        self.server = Mailroom(self.tmp, services, nameservers=nameservers)
+        self.server = Mailroom(self.tmp, services, nameservers=nameservers, uvloop=uvloop)
         self.populate = populate
+        self.prepare = prepare  # called after populating, before the server starts
         self.startup_s = 0.0
 
     def __enter__(self) -> Mailroom:
         try:
             if self.populate:
                 self.server.populate()
+            if self.prepare is not None:
+                self.prepare(self.server)
             self.startup_s = self.server.start()
         except BaseException:
             self.close()
@@ -355,12 +401,17 @@ class PostfixPeer:
 
 class PrivatePostfix:
     """A throwaway Postfix instance (config derived from the shared one, its own queue and port) that
-    may be started and stopped at will: start-up time and idle memory without disturbing the shared peer."""
+    may be started and stopped at will: start-up time and idle memory without disturbing the shared peer.
 
-    def __init__(self) -> None:
+    ``services`` picks the shared instance's inet services to copy, each as (its port there, extra
+    ``-o`` options) onto a free port of its own (``self.ports``, in the same order); by default the
+    first one (SMTP, 2525) on ``self.port``."""
+
+    def __init__(self, services: Sequence[tuple[int | None, Sequence[str]]] = ((None, ()),)) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailroom-bench-postfix-"))
         os.chmod(self.root, 0o755)  # the postfix user walks into spool/ and data/
-        self.port = free_port()
+        self.ports = [free_port() for _ in services]
+        self.port = self.ports[0]
         self.etc = self.root / "etc"
         self.spool = self.root / "spool"
         shared = PEERS_STATE / "postfix" / "etc"
@@ -380,19 +431,28 @@ class PrivatePostfix:
             main.append(f"{key} = {replace[key]}" if key in replace and "=" in line else line)
         main.append("maillog_file_prefixes = /var, /tmp")
         (self.etc / "main.cf").write_text("\n".join(main) + "\n")
-        master, skip, first = [], False, True
+        # the shared master.cf: inet services ("127.0.0.1:PORT ...", then indented -o lines), the rest
+        inet: dict[int, list[str]] = {}
+        rest: list[str] = []
+        current: list[str] | None = None
         for line in (shared / "master.cf").read_text().splitlines():
-            if line.startswith("127.0.0.1:"):  # inet services: keep the first, on our own port
-                skip = not first
-                if first:
-                    master.append(f"127.0.0.1:{self.port} " + line.split(None, 1)[1])
-                    first = False
-                continue
-            if skip and line[:1].isspace():
-                continue
-            skip = False
-            master.append(line)
-        (self.etc / "master.cf").write_text("\n".join(master) + "\n")
+            if line.startswith("127.0.0.1:"):
+                current = inet.setdefault(int(line.split(None, 1)[0].rsplit(":", 1)[1]), [])
+                current.append(line.split(None, 1)[1])
+            elif current is not None and line[:1].isspace():
+                current.append(line)
+            else:
+                current = None
+                rest.append(line)
+        if not inet:
+            raise BenchError(f"no inet service in {shared / 'master.cf'}")
+        master: list[str] = []
+        for port, (source, options) in zip(self.ports, services, strict=True):
+            block = inet.get(next(iter(inet)) if source is None else source)
+            if block is None:
+                raise BenchError(f"the shared Postfix has no service on port {source}")
+            master += [f"127.0.0.1:{port} {block[0]}", *block[1:], *(f"  -o {o}" for o in options)]
+        (self.etc / "master.cf").write_text("\n".join(master + rest) + "\n")
         for name in ("vmailbox", "transport"):
             if (shared / name).exists():
                 shutil.copy(shared / name, self.etc / name)
@@ -460,3 +520,156 @@ def smtp_source(
     if done.returncode != 0:
         raise BenchError(f"smtp-source: {done.stderr.decode(errors='replace').strip()[-300:]}")
     return wall
+
+
+# --- packages, Dovecot, OpenDKIM ---------------------------------------------------------------------
+
+
+def ensure_packages(log: Path, *packages: str) -> None:
+    """apt-get install what is missing, the way the peers scripts do (common.sh's ensure_pkgs)."""
+    common = PEERS_DIR / "common.sh"
+    if not common.exists():
+        raise BenchError(f"{common} not found (set MAILROOM_PEERS_DIR to the shared peers directory)")
+    with open(log, "ab") as out:
+        code = subprocess.call(
+            ["bash", "-c", 'source "$0" && ensure_pkgs "$@"', str(common), *packages],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if code != 0:
+        raise BenchError(f"could not install {' '.join(packages)} (see {log})")
+
+
+class DovecotPeer:
+    """The shared loopback Dovecot (start-dovecot.sh): IMAPS on 1993, POP3S on 1995, users in a
+    passwd-file, Maildirs under $PEERS_STATE/mail/peer.test/<user>/ (INBOX = the Maildir root)."""
+
+    imaps = 1993
+    password = "secret"
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.dir = PEERS_STATE / "dovecot"
+        self.conf = self.dir / "dovecot.conf"
+        self.ca = PEERS_STATE / "tls" / "ca.pem"
+
+    def start(self) -> None:
+        """Start it if it is not running (a running one is left alone: start-dovecot.sh would
+        rewrite its users file and reload it)."""
+        if not listening(self.imaps):
+            run_script("start-dovecot.sh", self.log)
+        wait_for(lambda: listening(self.imaps), 30, 0.05, "Dovecot IMAPS on 1993")
+
+    @property
+    def master_pid(self) -> int:
+        return int((self.dir / "run" / "master.pid").read_text().strip())
+
+    def ensure_user(self, address: str, password: str = "secret") -> None:
+        """Add a user to the passwd-file, hashed like the others (SHA512-CRYPT, as start-dovecot.sh
+        does: its login cost is part of what clients see). Dovecot rereads the file when it changes."""
+        users = self.dir / "users"
+        lines = users.read_text().splitlines()
+        if any(line.startswith(f"{address}:{{SHA512-CRYPT}}") for line in lines):
+            return
+        hashed = subprocess.run(
+            ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password], capture_output=True, text=True
+        ).stdout.strip()
+        if not hashed.startswith("{SHA512-CRYPT}"):
+            raise BenchError("doveadm pw did not give a SHA512-CRYPT hash")
+        lines = [line for line in lines if not line.startswith(f"{address}:")]
+        st = users.stat()
+        tmp = users.with_name(f"users.{os.getpid()}")
+        tmp.write_text("\n".join([*lines, f"{address}:{hashed}::::::"]) + "\n")
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o777)
+        os.replace(tmp, users)
+
+    def home(self, address: str) -> Path:
+        local, domain = address.split("@")
+        return PEERS_STATE / "mail" / domain / local
+
+    def fresh_maildir(self, address: str) -> tuple[Path, int, int]:
+        """An empty Maildir as the user's INBOX (anything there before is deleted); (path, uid, gid)."""
+        import pwd
+
+        home = self.home(address)
+        shutil.rmtree(home, ignore_errors=True)
+        vmail = pwd.getpwnam("vmail")
+        for sub in ("", "new", "cur", "tmp"):
+            (home / sub).mkdir(mode=0o700, exist_ok=True)
+            os.chown(home / sub, vmail.pw_uid, vmail.pw_gid)
+        return home, vmail.pw_uid, vmail.pw_gid
+
+    def sessions(self, address: str) -> bool:
+        who = subprocess.run(
+            ["doveadm", "-c", str(self.conf), "who", address], capture_output=True, text=True
+        )
+        return who.returncode == 0 and address in who.stdout
+
+    def remove(self, address: str) -> None:
+        """Delete the user's mail once Dovecot has ended its sessions (the user stays in the file)."""
+        try:
+            wait_for(lambda: not self.sessions(address), 20, 0.1, f"Dovecot to end the sessions of {address}")
+        finally:
+            shutil.rmtree(self.home(address), ignore_errors=True)
+
+
+class OpenDKIM:
+    """A private OpenDKIM signing milter (mode s) for peer.test, RSA 2048: the DKIM signer a Postfix
+    submission setup uses. On a unix socket (group postfix), as Debian sets it up: over an inet
+    socket each message waited about 90 ms here (small milter packets meeting delayed ACKs)."""
+
+    def __init__(self, log: Path, domain: str = "peer.test", selector: str = "bench") -> None:
+        ensure_packages(log, "opendkim", "opendkim-tools")
+        # not under /tmp: OpenDKIM refuses a config or key in a directory others may write to
+        self.root = Path(tempfile.mkdtemp(prefix="bench-opendkim-", dir=PEERS_STATE))
+        os.chmod(self.root, 0o755)
+        run = self.root / "run"  # opendkim makes its socket and pid file after dropping privileges
+        run.mkdir(mode=0o750)
+        shutil.chown(run, "opendkim", "postfix")
+        self.socket = run / "opendkim.sock"
+        self.pidfile = run / "opendkim.pid"
+        key = self.root / f"{selector}.private"
+        done = subprocess.run(
+            ["opendkim-genkey", "-b", "2048", "-d", domain, "-s", selector, "-D", str(self.root)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0 or not key.exists():
+            raise BenchError(f"opendkim-genkey: {done.stderr.strip()[-200:]}")
+        shutil.chown(key, "opendkim", "opendkim")
+        key.chmod(0o600)
+        self.conf = self.root / "opendkim.conf"
+        self.conf.write_text(
+            f"Syslog no\nMode s\nDomain {domain}\nSelector {selector}\nKeyFile {key}\n"
+            f"Socket local:{self.socket}\nPidFile {self.pidfile}\nUserID opendkim:postfix\n"
+            "Canonicalization relaxed/relaxed\nSignatureAlgorithm rsa-sha256\n"
+            "InternalHosts 127.0.0.1\nBackground yes\nUMask 002\n"
+        )
+        self.milter = f"unix:{self.socket}"
+
+    def start(self) -> None:
+        done = subprocess.run(
+            ["opendkim", "-x", str(self.conf)], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        if done.returncode != 0:
+            raise BenchError(f"opendkim: {done.stderr.strip()[-200:]}")
+        wait_for(self.socket.is_socket, 15, 0.02, "OpenDKIM to listen")
+
+    @property
+    def pid(self) -> int:
+        return int(self.pidfile.read_text().strip())
+
+    def close(self) -> None:
+        try:
+            pid = self.pid
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, 0.02, "OpenDKIM to stop")
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,21 +1,26 @@
 """IMAP side by side: mailroom against the loopback Dovecot (../shared/peers/start-dovecot.sh).
+The "imap" and "imap-idle" scenarios of benchmarks/run; also runs on its own:
 
-1. mbsync pulls a 10,000-message mailbox (IMAPS) from each server into an empty Maildir.
-2. On a 100,000-message mailbox (and a 10,000 one, for the growth): SELECT,
-   ``UID FETCH 1:* (FLAGS)``, a header SEARCH and a body SEARCH, each the median of a few runs
-   after one warm-up (Dovecot builds its index on first open; mailroom fills nothing).
+    .venv/bin/python benchmarks/imap_bench.py [--quick] [--idle]
 
-The same message bytes go to both: mailroom's are inserted directly through the store (setup
-speed), Dovecot's are written as Maildir files into a dedicated folder of alice@peer.test,
-deleted afterwards. ``run(quick=True)`` uses 1,000 / 10,000 messages.
+1. mbsync pulls a 10,000-message INBOX (IMAPS) from each server into an empty Maildir (on tmpfs,
+   FSync no: the client's disk is not what is measured); one untimed pull each first.
+2. On a 100,000-message INBOX (and a 10,000 one, for the growth): SELECT, ``UID FETCH 1:* (FLAGS)``,
+   a header SEARCH and a body SEARCH, each a few timed runs after one warm-up (Dovecot builds its
+   index on first open: that first SELECT after start is its own figure).
+3. (``idle_memory``) memory of each server with 10 clients logged in, INBOX selected, in IDLE.
 
-    .venv/bin/python benchmarks/imap_bench.py [--quick]
+The same message bytes go to both, each INBOX belonging to a user of its own: mailroom's are
+inserted directly through the store (setup speed), Dovecot's are written as Maildir files, deleted
+afterwards. ``--quick`` uses 1,000 / 10,000 messages.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
+import resource
 import shutil
 import socket
 import ssl
@@ -24,24 +29,52 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, when run as a script
 
-from benchlib import PASSWORD, PEERS_DIR, PEERS_STATE, SINK, BenchError, Mailroom
+from benchlib import (
+    PASSWORD,
+    RESULTS,
+    SINK,
+    BenchError,
+    DovecotPeer,
+    Mailroom,
+    MailroomSession,
+    cpu_seconds,
+    memory,
+)
 
-from mailroom.store import mail, mailboxes
+from mailroom.store import directory, mail
 from mailroom.store.database import open_database, transaction
 
-DOVECOT_IMAPS = 1993
-DOVECOT_USER = "alice@peer.test"
-DOVECOT_PASSWORD = "secret"
+FULL, QUICK = (10_000, 100_000), (1_000, 10_000)  # (small, big) INBOX sizes
 FRUIT = ("apples", "pears", "plums", "cherries", "quinces")
-RUNS = 5
+# each INBOX has a user of its own on both servers
+MAILROOM_USERS = {"small": "imap-small@example.org", "big": "imap-big@example.org"}
+DOVECOT_USERS = {"small": "imapsmall@peer.test", "big": "imapbig@peer.test"}
+DOVECOT_IDLE_USER = "imapidle@peer.test"
+# (key, label) of the timed operations; the commands depend on the mailbox size
+OPS = (
+    ("select", "SELECT INBOX"),
+    ("uid_fetch_flags", "UID FETCH 1:* (FLAGS)"),
+    ("search_header", "UID SEARCH SUBJECT (header)"),
+    ("search_body", "UID SEARCH BODY"),
+)
+
+
+def command(op: str, count: int) -> str:
+    needle = count * 7 // 10
+    return {
+        "select": "SELECT INBOX",
+        "uid_fetch_flags": "UID FETCH 1:* (FLAGS)",
+        "search_header": f'UID SEARCH SUBJECT "number {needle} about"',
+        "search_body": f'UID SEARCH BODY "line {needle}.7 with"',
+    }[op]
 
 
 def message(i: int) -> bytes:
@@ -90,6 +123,24 @@ class Client:
         self.command(text)
         return time.perf_counter() - t0
 
+    def idle(self) -> None:
+        self.sock.sendall(b"i IDLE\r\n")
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise BenchError("connection closed after IDLE")
+            if line.startswith(b"+"):
+                return
+            if line.startswith(b"i "):
+                raise BenchError(f"IDLE: {line!r}")
+
+    def done(self) -> None:
+        self.sock.sendall(b"DONE\r\n")
+        while True:
+            line = self.file.readline()
+            if not line or line.startswith(b"i "):
+                return
+
     def close(self) -> None:
         try:
             self.command("LOGOUT")
@@ -98,25 +149,31 @@ class Client:
         self.sock.close()
 
 
-def median_of(fn: Callable[[], float], runs: int) -> float:
-    fn()  # warm-up
-    return statistics.median(fn() for _ in range(runs))
+@dataclass(frozen=True)
+class Target:
+    name: str  # "mailroom" or "dovecot"
+    port: int
+    user: str
+    password: str
+    ca: Path
+
+    def client(self) -> Client:
+        return Client(self.port, self.user, self.password)
 
 
-# --- the two servers ---------------------------------------------------------------------------
+# --- filling the two servers -------------------------------------------------------------------
 
 
-def fill_mailroom(server: Mailroom, sizes: dict[str, int]) -> None:
+def fill_mailroom(server: Mailroom, boxes: dict[str, int]) -> None:
+    """INBOX of each account (address -> message count) through the store, one transaction each."""
     conn = open_database(server.data_dir)
     try:
-        account = conn.execute(
-            "SELECT a.id FROM accounts a JOIN domains d ON d.id = a.domain_id WHERE a.local || '@' || d.name = ?",
-            (SINK,),
-        ).fetchone()[0]
-        for name, count in sizes.items():
+        for address, count in boxes.items():
             with transaction(conn):
-                box = mailboxes.create_mailbox(conn, account, name)
-            with transaction(conn):
+                account = directory.find_account(conn, address)
+                if account is None:
+                    raise BenchError(f"{address} was not created")
+                box = mail.inbox(conn, account.id)
                 for i in range(count):
                     data = message(i)
                     mail.store_message(
@@ -130,187 +187,356 @@ def fill_mailroom(server: Mailroom, sizes: dict[str, int]) -> None:
         conn.close()
 
 
-class DovecotFolders:
-    """Folders of alice@peer.test filled by writing Maildir files directly."""
-
-    def __init__(self) -> None:
+def fill_dovecot(dovecot: DovecotPeer, address: str, count: int) -> None:
+    """The user's INBOX as a fresh Maildir of ``count`` files in cur/ (every third one unseen)."""
+    dovecot.ensure_user(address)
+    home, uid, gid = dovecot.fresh_maildir(address)
+    cur = home / "cur"
+    now = int(time.time())
+    pid = os.getpid()
+    for i in range(count):
+        data = message(i)
+        flags = "S" if i % 3 else ""
+        fd = os.open(
+            cur / f"{now}.M{i:07d}P{pid}.bench,S={len(data)}:2,{flags}", os.O_WRONLY | os.O_CREAT, 0o600
+        )
         try:
-            socket.create_connection(("127.0.0.1", DOVECOT_IMAPS), timeout=2).close()
-        except OSError:
-            subprocess.run(["bash", str(PEERS_DIR / "start-dovecot.sh")], check=True, capture_output=True)
-        self.root = PEERS_STATE / "mail" / "peer.test" / "alice"
-        self.names: list[str] = []
-
-    def make(self, name: str, count: int) -> None:
-        c = Client(DOVECOT_IMAPS, DOVECOT_USER, DOVECOT_PASSWORD)
-        c.command(f"CREATE {name}")
-        c.close()
-        self.names.append(name)
-        cur = self.root / f".{name}" / "cur"
-        stat = cur.stat()
-        now = int(time.time())
-        for i in range(count):
-            data = message(i)
-            flags = "S" if i % 3 else ""
-            path = cur / f"{now}.M{i}P{os.getpid()}.bench,S={len(data)}:2,{flags}"
-            path.write_bytes(data)
-            os.chown(path, stat.st_uid, stat.st_gid)
-
-    def cleanup(self) -> None:
-        c = Client(DOVECOT_IMAPS, DOVECOT_USER, DOVECOT_PASSWORD)
-        for name in self.names:
-            c.command(f"DELETE {name}")
-        c.close()
+            os.write(fd, data)
+            os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
 
 
 # --- the measurements --------------------------------------------------------------------------
 
 
-def mbsync_pull(host_port: int, user: str, password: str, ca: Path, folder: str, work: Path) -> float:
+def mbsync_pull(target: Target, work: Path, expected: int) -> float:
+    """Wall time of one mbsync run that pulls the whole INBOX into an empty Maildir."""
     exe = shutil.which("mbsync")
     if exe is None:
         raise BenchError("mbsync is not installed (apt-get install isync)")
-    local = work / "mail"
+    local = work / f"{target.name}-mail"
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
-    rc = work / "mbsyncrc"
+    rc = work / f"{target.name}.mbsyncrc"
     rc.write_text(
-        f"IMAPAccount a\nHost localhost\nPort {host_port}\nUser {user}\nPass {password}\n"
-        f"SSLType IMAPS\nCertificateFile {ca}\nPipelineDepth 50\n\n"
+        "FSync no\n\n"  # a global option, first; the client's disk flushes are not what this measures
+        f"IMAPAccount a\nHost localhost\nPort {target.port}\nUser {target.user}\nPass {target.password}\n"
+        f"SSLType IMAPS\nCertificateFile {target.ca}\nPipelineDepth 50\n\n"
         "IMAPStore r\nAccount a\n\n"
         f"MaildirStore l\nPath {local}/\nInbox {local}/INBOX\n\n"
-        f"Channel c\nFar :r:{folder}\nNear :l:{folder}\nCreate Near\nSyncState *\n"
+        "Channel c\nFar :r:INBOX\nNear :l:INBOX\nCreate Near\nSyncState *\n"
     )
     t0 = time.perf_counter()
     done = subprocess.run([exe, "-c", str(rc), "c"], capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
-        raise BenchError(f"mbsync: {done.stderr.strip()[-300:]}")
-    pulled = sum(1 for sub in ("new", "cur") for _ in (local / folder / sub).iterdir())
-    return elapsed if pulled else float("nan")
+        raise BenchError(f"mbsync from {target.name}: {done.stderr.strip()[-300:]}")
+    pulled = sum(1 for sub in ("new", "cur") for _ in (local / "INBOX" / sub).iterdir())
+    if pulled != expected:
+        raise BenchError(f"mbsync pulled {pulled} of {expected} messages from {target.name}")
+    shutil.rmtree(local, ignore_errors=True)
+    return elapsed
 
 
-def mailbox_ops(c: Client, folder: str, count: int) -> dict[str, float]:
-    needle = count * 7 // 10
-    out = {
-        "select": median_of(lambda: c.timed(f"SELECT {folder}"), RUNS),
-        "uid_fetch_flags": median_of(lambda: c.timed("UID FETCH 1:* (FLAGS)"), RUNS),
-        "search_header": median_of(lambda: c.timed(f'UID SEARCH SUBJECT "number {needle} about"'), RUNS),
-        "search_body": median_of(lambda: c.timed(f'UID SEARCH BODY "line {needle}.7 with"'), 3),
-    }
-    lines = c.command(f'UID SEARCH BODY "line {needle}.7 with"')
-    if not lines[0].strip().endswith(b" %d" % (needle + 1)):
-        raise BenchError(f"body search found the wrong message: {lines[0][:80]!r}")
+def op_samples(c: Client, op: str, count: int, samples: int) -> list[float]:
+    """One warm-up, then ``samples`` timed runs of the operation (the INBOX is selected before)."""
+    text = command(op, count)
+    c.command(text)
+    times = [c.timed(text) for _ in range(samples)]
+    if op.startswith("search"):
+        hits = c.command(text)[0].split()[2:]
+        if len(hits) != 1:
+            raise BenchError(f"{text} found {len(hits)} messages, not 1")
+    return times
+
+
+def mailbox_ops(target: Target, count: int, samples: int) -> dict[str, list[float]]:
+    c = target.client()
+    try:
+        c.command("SELECT INBOX")
+        return {
+            op: op_samples(c, op, count, samples if op != "search_body" else max(2, samples - 2))
+            for op, _ in OPS
+        }
+    finally:
+        c.close()
+
+
+# --- the servers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Servers:
+    mailroom: dict[str, Target]  # "small"/"big" -> target
+    dovecot: dict[str, Target]
+    server: Mailroom
+    setup_s: dict[str, float]
+
+
+@contextmanager
+def servers(sizes: tuple[int, int], log: Path) -> Iterator[Servers]:
+    """mailroom (a fresh data dir) and Dovecot, each with a small and a big INBOX; removed after."""
+    counts = dict(zip(("small", "big"), sizes, strict=True))
+    dovecot = DovecotPeer(log)
+    dovecot.start()
+    root = Path(tempfile.mkdtemp(prefix="mailroom-bench-imap-"))
+    server = Mailroom(root, ("smtp", "imaps"))
+    try:
+        server.populate()
+        for address in MAILROOM_USERS.values():
+            server.add_user(address)
+        t0 = time.perf_counter()
+        fill_mailroom(server, {MAILROOM_USERS[k]: counts[k] for k in counts})
+        setup = {"mailroom": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        for key, count in counts.items():
+            fill_dovecot(dovecot, DOVECOT_USERS[key], count)
+        setup["dovecot"] = time.perf_counter() - t0
+        server.start()
+        ours_ca = server.data_dir / "tls" / "selfsigned.crt"
+        yield Servers(
+            {
+                k: Target("mailroom", server.ports["imaps"], MAILROOM_USERS[k], PASSWORD, ours_ca)
+                for k in counts
+            },
+            {
+                k: Target("dovecot", dovecot.imaps, DOVECOT_USERS[k], dovecot.password, dovecot.ca)
+                for k in counts
+            },
+            server,
+            setup,
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        for address in DOVECOT_USERS.values():
+            dovecot.remove(address)
+
+
+def run(
+    quick: bool = False,
+    pulls: int | None = None,
+    samples: int | None = None,
+    profile: Callable[[int, Callable[[], None]], None] | None = None,
+    log: Path | None = None,
+) -> dict[str, Any]:
+    """Every IMAP figure of both servers, as lists of timed samples in seconds.
+
+    ``profile(pid, workload)``, when given, is called at the end with mailroom's pid and a function
+    that repeats the mailroom side once (an mbsync pull and the operations on the big INBOX)."""
+    small, big = QUICK if quick else FULL
+    pulls = pulls or (1 if quick else 3)
+    samples = samples or (3 if quick else 5)
+    # mbsync's Maildir on tmpfs: on ext4, creating 10,000 files right after deleting as many
+    # spends mbsync's time in the kernel's inode allocator (perf: find_inode_bit,
+    # recently_deleted), which measured the disk, not the servers
+    shm = Path("/dev/shm")
+    work = Path(tempfile.mkdtemp(prefix="mailroom-bench-imap-client-", dir=shm if shm.is_dir() else None))
+    out: dict[str, Any] = {"messages": {"small": small, "big": big}, "pulls": pulls, "samples": samples}
+    try:
+        with servers((small, big), log or RESULTS / "peers.log") as s:
+            out["setup_s"] = s.setup_s
+            # cold: the first SELECT of the big INBOX after start (Dovecot indexes a new Maildir;
+            # mailroom's first SELECT of a mailbox in a process reads its UID list from SQLite)
+            out["first_select_big"] = {}
+            for who, targets in (("mailroom", s.mailroom), ("dovecot", s.dovecot)):
+                c = targets["big"].client()
+                out["first_select_big"][who] = [c.timed("SELECT INBOX")]
+                c.close()
+                c = targets["small"].client()
+                c.command("SELECT INBOX")
+                c.close()
+            # one untimed pull each first (Dovecot fills its cache file on the first full fetch),
+            # then alternate; mbsync is CPU-bound itself, so its CPU time is kept beside the wall time
+            out["mbsync_pull"] = {"mailroom": [], "dovecot": []}
+            out["mbsync_client_cpu"] = {"mailroom": [], "dovecot": []}
+            out["mbsync_mailroom_cpu"] = []
+            for targets in (s.mailroom, s.dovecot):
+                mbsync_pull(targets["small"], work, small)
+            for _ in range(pulls):
+                for who, targets in (("mailroom", s.mailroom), ("dovecot", s.dovecot)):
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu0 = cpu_seconds(s.server.pid)
+                    out["mbsync_pull"][who].append(mbsync_pull(targets["small"], work, small))
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    out["mbsync_client_cpu"][who].append(
+                        after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                    )
+                    if who == "mailroom":
+                        out["mbsync_mailroom_cpu"].append(cpu_seconds(s.server.pid) - cpu0)
+            for size, count in (("small", small), ("big", big)):
+                out[f"ops_{size}"] = {
+                    "mailroom": mailbox_ops(s.mailroom[size], count, samples),
+                    "dovecot": mailbox_ops(s.dovecot[size], count, samples),
+                }
+            # memory of both right after the work (a client of each still logged in)
+            held = [s.mailroom["big"].client(), s.dovecot["big"].client()]
+            for c in held:
+                c.command("SELECT INBOX")
+            out["memory_end"] = {
+                "mailroom": asdict(memory(s.server.pid)),
+                "dovecot": asdict(memory(DovecotPeer(work / "log").master_pid)),
+            }
+            for c in held:
+                c.close()
+            if profile is not None:
+
+                def workload() -> None:  # the pull twice (the figure furthest from Dovecot's), the ops once
+                    mbsync_pull(s.mailroom["small"], work, small)
+                    mbsync_pull(s.mailroom["small"], work, small)
+                    mailbox_ops(s.mailroom["big"], big, 1)
+
+                profile(s.server.pid, workload)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    small, big = (1_000, 10_000) if quick else (10_000, 100_000)
-    tag = uuid.uuid4().hex[:6]
-    names = {"small": f"bench{small}-{tag}", "big": f"bench{big}-{tag}"}
-    work = Path(tempfile.mkdtemp(prefix="mailroom-imap-bench-"))
-    (work / "mailroom").mkdir()
-    server = Mailroom(work / "mailroom", ("smtp", "imaps"))
-    dovecot = DovecotFolders()
-    results: dict[str, Any] = {"messages": {"small": small, "big": big}}
+def growth(results: dict[str, Any], op: str, who: str) -> float:
+    """How the median time of an operation grows from the small to the big INBOX."""
+    big: float = statistics.median(results["ops_big"][who][op])
+    small: float = statistics.median(results["ops_small"][who][op])
+    return big / small
+
+
+# --- memory with IDLE clients --------------------------------------------------------------------
+
+
+def _open_idle(target: Target, clients: int) -> list[Client]:
+    opened = []
     try:
-        server.populate()
-        t0 = time.perf_counter()
-        fill_mailroom(server, {names["small"]: small, names["big"]: big})
-        results["setup_mailroom_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        dovecot.make(names["small"], small)
-        dovecot.make(names["big"], big)
-        results["setup_dovecot_s"] = time.perf_counter() - t0
-        server.start()
-        ours_ca = server.data_dir / "tls" / "selfsigned.crt"
-        peer_ca = PEERS_STATE / "tls" / "ca.pem"
+        for _ in range(clients):
+            c = target.client()
+            opened.append(c)
+            c.command("SELECT INBOX")
+            c.idle()
+    except BaseException:
+        for c in opened:
+            c.sock.close()
+        raise
+    return opened
 
-        # warm both: Dovecot indexes a new Maildir at first open, mailroom's first SELECT of a
-        # mailbox in a process reads its UID list from SQLite (later ones reuse it until it changes)
-        results["first_select_big"] = {}
-        for who, port, user, pw in (
-            ("mailroom", server.ports["imaps"], SINK, PASSWORD),
-            ("dovecot", DOVECOT_IMAPS, DOVECOT_USER, DOVECOT_PASSWORD),
-        ):
-            c = Client(port, user, pw)
-            results["first_select_big"][who] = c.timed(f"SELECT {names['big']}")
-            c.command(f"SELECT {names['small']}")
-            c.close()
 
-        pulls = 1 if quick else 3  # mbsync fsyncs every message it writes: noisy, take a median
-        results["mbsync_pull"] = {
-            "mailroom": statistics.median(
-                mbsync_pull(server.ports["imaps"], SINK, PASSWORD, ours_ca, names["small"], work / "m1")
-                for _ in range(pulls)
-            ),
-            "dovecot": statistics.median(
-                mbsync_pull(
-                    DOVECOT_IMAPS, DOVECOT_USER, DOVECOT_PASSWORD, peer_ca, names["small"], work / "m2"
-                )
-                for _ in range(pulls)
-            ),
-        }
-        for size in ("small", "big"):
-            ours = Client(server.ports["imaps"], SINK, PASSWORD)
-            peer = Client(DOVECOT_IMAPS, DOVECOT_USER, DOVECOT_PASSWORD)
-            count = small if size == "small" else big
-            results[f"ops_{size}"] = {
-                "mailroom": mailbox_ops(ours, names[size], count),
-                "dovecot": mailbox_ops(peer, names[size], count),
-            }
-            ours.close()
-            peer.close()
-    finally:
-        server.stop()
+def _close_idle(opened: list[Client]) -> None:
+    for c in opened:
         try:
-            dovecot.cleanup()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return _summarise(results)
+            c.done()
+        except OSError:
+            pass
+        c.close()
 
 
-def _summarise(results: dict[str, Any]) -> dict[str, Any]:
-    pull = results["mbsync_pull"]
-    pull["ratio"] = pull["mailroom"] / pull["dovecot"]
-    growth: dict[str, dict[str, float]] = {}
-    for op in results["ops_small"]["mailroom"]:
-        for who in ("mailroom", "dovecot"):
-            growth.setdefault(op, {})[who] = results["ops_big"][who][op] / results["ops_small"][who][op]
-    results["growth_small_to_big"] = growth
-    results["ratios_big"] = {
-        op: results["ops_big"]["mailroom"][op] / results["ops_big"]["dovecot"][op]
-        for op in results["ops_big"]["mailroom"]
-    }
-    return results
+def idle_memory(log: Path, clients: int = 10, messages: int = 1000, settle: float = 2.0) -> dict[str, Any]:
+    """RSS/PSS of each server before and with ``clients`` IMAPS clients logged in, INBOX (of
+    ``messages``) selected, in IDLE. mailroom: its one process; Dovecot: all its processes summed.
+    Both first serve one login + SELECT, so the "before" figures are of a warm server."""
+    out: dict[str, Any] = {"clients": clients, "messages": messages}
+
+    def fill(server: Mailroom) -> None:
+        fill_mailroom(server, {SINK: messages})
+
+    with MailroomSession(prepare=fill) as server:
+        target = Target(
+            "mailroom", server.ports["imaps"], SINK, PASSWORD, server.data_dir / "tls" / "selfsigned.crt"
+        )
+        _close_idle(_open_idle(target, 1))
+        time.sleep(settle)
+        before = memory(server.pid)
+        opened = _open_idle(target, clients)
+        time.sleep(settle)
+        during = memory(server.pid)
+        _close_idle(opened)
+        out["mailroom"] = {"before": asdict(before), "idle": asdict(during)}
+
+    dovecot = DovecotPeer(log)
+    dovecot.start()
+    fill_dovecot(dovecot, DOVECOT_IDLE_USER, messages)
+    try:
+        target = Target("dovecot", dovecot.imaps, DOVECOT_IDLE_USER, dovecot.password, dovecot.ca)
+        _close_idle(_open_idle(target, 1))
+        time.sleep(settle)
+        before = memory(dovecot.master_pid)
+        opened = _open_idle(target, clients)
+        time.sleep(settle)
+        during = memory(dovecot.master_pid)
+        _close_idle(opened)
+        out["dovecot"] = {"before": asdict(before), "idle": asdict(during)}
+    finally:
+        dovecot.remove(DOVECOT_IDLE_USER)
+    return out
+
+
+# --- standalone ----------------------------------------------------------------------------------
 
 
 def report(results: dict[str, Any]) -> str:
     n = results["messages"]
+    med = statistics.median
     pull = results["mbsync_pull"]
+    first = results["first_select_big"]
     lines = [
-        f"mbsync pull of {n['small']:,} messages: mailroom {pull['mailroom']:.2f} s, "
-        f"dovecot {pull['dovecot']:.2f} s, ratio {pull['ratio']:.2f}",
+        f"mbsync pull of {n['small']:,} messages: mailroom {med(pull['mailroom']):.2f} s, "
+        f"dovecot {med(pull['dovecot']):.2f} s, ratio {med(pull['mailroom']) / med(pull['dovecot']):.2f}",
+        f"first SELECT of the {n['big']:,}-message INBOX after start: mailroom "
+        f"{first['mailroom'][0] * 1000:.1f} ms, dovecot {first['dovecot'][0] * 1000:.1f} ms (indexing a new Maildir)",
         f"{'operation':<18}{'size':>9}{'mailroom ms':>14}{'dovecot ms':>13}{'ratio':>8}{'growth mr':>11}{'growth dc':>11}",
     ]
-    first = results["first_select_big"]
-    lines.insert(
-        1,
-        f"first SELECT of the {n['big']:,}-message mailbox after start: mailroom {first['mailroom'] * 1000:.1f} ms, "
-        f"dovecot {first['dovecot'] * 1000:.1f} ms (indexing a new Maildir)",
-    )
-    for op in results["ops_big"]["mailroom"]:
+    for op, _ in OPS:
         for size in ("small", "big"):
-            m = results[f"ops_{size}"]["mailroom"][op] * 1000
-            d = results[f"ops_{size}"]["dovecot"][op] * 1000
-            g = results["growth_small_to_big"][op]
-            extra = f"{g['mailroom']:>11.1f}{g['dovecot']:>11.1f}" if size == "big" else ""
+            m = med(results[f"ops_{size}"]["mailroom"][op]) * 1000
+            d = med(results[f"ops_{size}"]["dovecot"][op]) * 1000
+            extra = (
+                f"{growth(results, op, 'mailroom'):>11.1f}{growth(results, op, 'dovecot'):>11.1f}"
+                if size == "big"
+                else ""
+            )
             lines.append(f"{op:<18}{n[size]:>9,}{m:>14.1f}{d:>13.1f}{m / d:>8.2f}{extra}")
+    mem = results["memory_end"]
     lines.append(
-        f"setup: mailroom {results['setup_mailroom_s']:.1f} s (store), dovecot {results['setup_dovecot_s']:.1f} s (files)"
+        f"memory at the end: mailroom RSS {mem['mailroom']['rss_mib']:.1f} / PSS {mem['mailroom']['pss_mib']:.1f} MiB, "
+        f"dovecot ({mem['dovecot']['processes']} processes) RSS {mem['dovecot']['rss_mib']:.1f} / "
+        f"PSS {mem['dovecot']['pss_mib']:.1f} MiB"
+    )
+    setup = results["setup_s"]
+    lines.append(
+        f"setup: mailroom {setup['mailroom']:.1f} s (store), dovecot {setup['dovecot']:.1f} s (files)"
     )
     return "\n".join(lines)
 
 
+def idle_report(results: dict[str, Any]) -> str:
+    lines = [f"{results['clients']} IMAPS clients in IDLE, INBOX of {results['messages']} messages selected:"]
+    for who in ("mailroom", "dovecot"):
+        b, i = results[who]["before"], results[who]["idle"]
+        lines.append(
+            f"  {who}: PSS {b['pss_mib']:.1f} -> {i['pss_mib']:.1f} MiB, RSS {b['rss_mib']:.1f} -> "
+            f"{i['rss_mib']:.1f} MiB ({b['processes']} -> {i['processes']} processes)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 / 10,000 messages instead of 10,000 / 100,000"
+    )
+    parser.add_argument("--idle", action="store_true", help="also the memory with 10 IDLE clients")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("imap_bench: needs root (Dovecot's Maildirs belong to vmail)", file=sys.stderr)
+        return 2
+    log = Path(tempfile.mkstemp(prefix="mailroom-imap-bench-", suffix=".log")[1])
+    try:
+        print(report(run(args.quick, log=log)))
+        if args.idle:
+            print(idle_report(idle_memory(log)))
+    except BenchError as exc:
+        print(f"imap_bench: {exc} (peers log: {log})", file=sys.stderr)
+        return 1
+    log.unlink(missing_ok=True)
+    return 0
+
+
 if __name__ == "__main__":
-    print(report(run(quick="--quick" in sys.argv)))
+    sys.exit(main())

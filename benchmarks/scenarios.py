@@ -9,18 +9,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imap_bench
 import profiling
+import submission
 from benchlib import (
     BENCH_DIR,
+    DOMAIN,
+    PASSWORD,
     PEER_SINK,
     SINK,
     BenchError,
+    DovecotPeer,
     Mailroom,
     MailroomSession,
+    OpenDKIM,
     PostfixPeer,
     PrivatePostfix,
     Skip,
     cpu_seconds,
+    listening,
     memory,
     run_script,
     smtp_source,
@@ -38,6 +45,7 @@ class Metric:
     peer: list[float] = field(default_factory=list)
     peer_name: str = "postfix"
     target: tuple[str, float] | None = None  # issue 10's targets: ("ratio>=", 1.0), ("max", 40e6 / 2**20)
+    show_ratio: bool = True  # False for rows whose mailroom/peer quotient means nothing (growth factors)
 
 
 @dataclass
@@ -50,6 +58,7 @@ class Context:
     profile: bool
     selected: list[str]
     postfix: PostfixPeer
+    uvloop: bool = False  # also run mailroom under uvloop in smtp-s10 and smtp-s1
     extra: dict[str, Any] = field(default_factory=dict)  # per-scenario details for the JSON file
 
     def note(self, scenario: str, key: str, value: Any) -> None:
@@ -81,11 +90,17 @@ CHECKED_SENDER = "bench@peer.test"
 
 
 def intake_mailroom(
-    ctx: Context, load: Intake, profile: tuple[Path, str, tuple[str, ...]] | None = None, checks: bool = False
+    ctx: Context,
+    load: Intake,
+    profile: tuple[Path, str, tuple[str, ...]] | None = None,
+    checks: bool = False,
+    uvloop: bool = False,
 ) -> dict[str, float]:
     """smtp-source into a fresh mailroom until SELECT count(*) FROM messages reaches -m."""
     nameservers = ("127.0.0.1:5353",) if checks else ()
-    with MailroomSession(nameservers=nameservers) as server:
+    with MailroomSession(nameservers=nameservers, uvloop=uvloop) as server:
+        if uvloop and not server.uses_uvloop():
+            raise BenchError("mailroom started under the uvloop shim but uvloop is not loaded")
         recorder = profiling.Recorder(server.pid, *profile) if profile else None
         cpu0 = cpu_seconds(server.pid)
         t0 = time.monotonic()
@@ -143,8 +158,13 @@ def intake_postfix(ctx: Context, load: Intake) -> dict[str, float]:
     }
 
 
-def intake(ctx: Context, name: str, load: Intake, memory_rows: bool = False) -> list[Metric]:
+def intake(
+    ctx: Context, name: str, load: Intake, memory_rows: bool = False, uvloop: bool = False
+) -> list[Metric]:
+    """N runs of mailroom then Postfix (and mailroom under uvloop when asked), alternating."""
     rate = Metric(name, f"SMTP intake {load.describe()}", "msg/s", "higher", target=("ratio>=", 1.0))
+    fast = Metric(name, f"SMTP intake {load.describe()}, mailroom under uvloop", "msg/s", "higher")
+    fast.target = rate.target
     rss = Metric("memory", f"RSS at end of {name}", "MiB", "lower")
     pss = Metric("memory", f"PSS at end of {name}", "MiB", "lower")
     ctx.note(name, "smtp_source", load.describe())
@@ -153,19 +173,27 @@ def intake(ctx: Context, name: str, load: Intake, memory_rows: bool = False) -> 
         pause()
         p = intake_postfix(ctx, load)
         pause()
-        ctx.note(name, f"run{i + 1}", {"mailroom": m, "postfix": p})
+        run: dict[str, Any] = {"mailroom": m, "postfix": p}
+        if uvloop:
+            u = intake_mailroom(ctx, load, uvloop=True)
+            pause()
+            run["mailroom_uvloop"] = u
+            fast.mailroom.append(u["msg_per_s"])
+            fast.peer.append(p["msg_per_s"])
+        ctx.note(name, f"run{i + 1}", run)
         rate.mailroom.append(m["msg_per_s"])
         rate.peer.append(p["msg_per_s"])
         rss.mailroom.append(m["rss_mib"])
         rss.peer.append(p["rss_mib"])
         pss.mailroom.append(m["pss_mib"])
         pss.peer.append(p["pss_mib"])
-    return [rate, rss, pss] if memory_rows else [rate]
+    rows = [rate, fast] if uvloop else [rate]
+    return [*rows, rss, pss] if memory_rows else rows
 
 
 def smtp_s10(ctx: Context) -> list[Metric]:
     load = Intake(10, 2000 if ctx.quick else 10000, 2048)
-    metrics = intake(ctx, "smtp-s10", load, memory_rows=True)
+    metrics = intake(ctx, "smtp-s10", load, memory_rows=True, uvloop=ctx.uvloop)
     if ctx.profile:
         profile_intake(ctx, load)
     return metrics
@@ -223,39 +251,50 @@ def smtp_checks(ctx: Context) -> list[Metric]:
 
 
 def smtp_s1(ctx: Context) -> list[Metric]:
-    return intake(ctx, "smtp-s1", Intake(1, 1000 if ctx.quick else 10000, 2048))
+    return intake(ctx, "smtp-s1", Intake(1, 1000 if ctx.quick else 10000, 2048), uvloop=ctx.uvloop)
 
 
 def smtp_1mb(ctx: Context) -> list[Metric]:
     return intake(ctx, "smtp-1mb", Intake(20, 100 if ctx.quick else 500, 1 << 20))
 
 
-def profile_intake(ctx: Context, load: Intake) -> None:
-    """Two extra mailroom runs under py-spy: a flame graph (CPU) and raw stacks for the hot-spot list."""
-    svg = ctx.results / f"{ctx.stem}-smtp-s10.svg"
-    raw = ctx.results / f"{ctx.stem}-smtp-s10.raw.txt"
+ProfileSpec = tuple[Path, str, tuple[str, ...]]  # output file, py-spy format, extra py-spy options
+
+
+def profile_passes(ctx: Context, name: str, run_pass: Callable[[ProfileSpec], None]) -> None:
+    """Two extra passes of a scenario's mailroom side under py-spy: a flame graph (CPU) and raw
+    stacks for the hot-spot list. Files: results/<stem>-<name>.{svg,raw.txt,hotspots.txt}."""
+    svg = ctx.results / f"{ctx.stem}-{name}.svg"
+    raw = ctx.results / f"{ctx.stem}-{name}.raw.txt"
     try:
-        intake_mailroom(ctx, load, (svg, "flamegraph", ("--nolineno",)))
+        run_pass((svg, "flamegraph", ("--nolineno",)))
         pause()
-        intake_mailroom(ctx, load, (raw, "raw", ("--idle", "--threads", "--nolineno")))
+        run_pass((raw, "raw", ("--idle", "--threads", "--nolineno")))
     except (RuntimeError, BenchError) as exc:
-        ctx.note("profile", "error", str(exc))
+        ctx.note("profile", name, {"error": str(exc)})
         return
     spots, threads, busy = profiling.summarize(raw)
     text = profiling.report(spots, threads, busy)
-    hot = ctx.results / f"{ctx.stem}-smtp-s10.hotspots.txt"
+    hot = ctx.results / f"{ctx.stem}-{name}.hotspots.txt"
     hot.write_text(text + "\n")
     ctx.note(
         "profile",
-        "files",
-        {"flamegraph": str(svg), "raw": str(raw), "hotspots": str(hot)},
+        name,
+        {
+            "files": {"flamegraph": str(svg), "raw": str(raw), "hotspots": str(hot)},
+            "threads_pct": threads,
+            "hotspots": [
+                {"where": s.where, "own_pct": s.own_pct, "incl_pct": s.inclusive_pct} for s in spots
+            ],
+        },
     )
-    ctx.note("profile", "threads_pct", threads)
-    ctx.note(
-        "profile",
-        "hotspots",
-        [{"where": s.where, "own_pct": s.own_pct, "incl_pct": s.inclusive_pct} for s in spots],
-    )
+
+
+def profile_intake(ctx: Context, load: Intake) -> None:
+    def run_pass(spec: ProfileSpec) -> None:
+        intake_mailroom(ctx, load, spec)
+
+    profile_passes(ctx, "smtp-s10", run_pass)
 
 
 # --- memory and start-up ---------------------------------------------------------------------------
@@ -292,7 +331,7 @@ def startup(ctx: Context) -> list[Metric]:
     """Exec (mailroom) / `postfix start` until the SMTP port answers 220."""
     warm = Metric("startup", "start-up to 220 greeting", "s", "lower")
     first = Metric("startup", "first start (new data dir / queue) to 220", "s", "lower")
-    runs = max(ctx.runs, 3)  # cheap: always a few
+    runs = max(ctx.runs, 2 if ctx.quick else 3)  # cheap: always a few
     session = MailroomSession()
     pf = PrivatePostfix()
     try:
@@ -407,10 +446,242 @@ def pop3(ctx: Context) -> list[Metric]:
     return list(merged.values())
 
 
+# --- submission: STARTTLS + AUTH + DKIM (benchmarks/submission.py) ----------------------------------
+
+
+def submission_mailroom(
+    load: submission.Load, dkim: bool, profile: ProfileSpec | None = None
+) -> dict[str, Any]:
+    """The client into a fresh mailroom's submission port, sink@ to itself (local delivery), until
+    every message is committed; with one RSA 2048 key for the sender's domain when ``dkim``."""
+
+    def keys(server: Mailroom) -> None:
+        server.cli("dkim", "generate", DOMAIN, "--selector", "bench", "--algorithm", "rsa")
+
+    with MailroomSession(prepare=keys if dkim else None) as server:
+        account = submission.Account(server.ports["submission"], SINK, PASSWORD, SINK, SINK)
+        recorder = profiling.Recorder(server.pid, *profile) if profile else None
+        cpu0 = cpu_seconds(server.pid)
+        t0 = time.monotonic()
+        try:
+            sent = submission.submit(account, load)
+            done = wait_for(
+                lambda: server.message_count() >= load.messages,
+                max(60.0, load.messages / 20),
+                0.01,
+                f"{load.messages} submitted messages in mailroom's store",
+            )
+        finally:
+            if recorder:
+                recorder.stop()
+        signed = server.last_body().count(b"DKIM-Signature:")
+        if signed != int(dkim):
+            raise BenchError(f"mailroom stored a message with {signed} DKIM signatures, expected {int(dkim)}")
+        return {
+            "msg_per_s": load.messages / (done - t0),
+            "accept_msg_per_s": load.messages / sent.wall_s,
+            "login_ms": submission.median_ms(sent.login_s),
+            "cpu_s": cpu_seconds(server.pid) - cpu0,
+        }
+
+
+def submission_postfix(ctx: Context, port: int, load: submission.Load, dkim: bool) -> dict[str, Any]:
+    """The same client into a private Postfix's submission service, sink@peer.test to itself,
+    until every message is in sink's Maildir new/."""
+    peer = ctx.postfix
+    before = peer.delivered()
+    target = len(before) + load.messages
+    account = submission.Account(port, PEER_SINK, DovecotPeer.password, PEER_SINK, PEER_SINK)
+    try:
+        t0 = time.monotonic()
+        sent = submission.submit(account, load)
+        done = wait_for(
+            lambda: peer.count_new() >= target,
+            max(60.0, load.messages / 20),
+            0.01,
+            f"{load.messages} submitted messages in Postfix's Maildir",
+        )
+        one = next(iter(peer.delivered() - before))
+        signed = (peer.new_dir / one).read_bytes().count(b"DKIM-Signature:")
+        if signed != int(dkim):
+            raise BenchError(
+                f"Postfix delivered a message with {signed} DKIM signatures, expected {int(dkim)}"
+            )
+    finally:
+        peer.remove_new_since(before)
+    return {
+        "msg_per_s": load.messages / (done - t0),
+        "accept_msg_per_s": load.messages / sent.wall_s,
+        "login_ms": submission.median_ms(sent.login_s),
+    }
+
+
+def submission_scenario(ctx: Context) -> list[Metric]:
+    """mailroom's submission (DKIM-signing with one RSA key) against a private Postfix with the
+    shared peer's submission service (STARTTLS required, SASL via Dovecot) and an OpenDKIM milter;
+    both again without DKIM."""
+    load = submission.Load(10, 20 if ctx.quick else 100, 2048)
+    ctx.note("submission", "load", load.describe())
+    DovecotPeer(ctx.log).start()  # Postfix's SASL goes to Dovecot's auth socket
+    signed = Metric(
+        "submission",
+        f"STARTTLS+AUTH+DKIM, {load.describe()}",
+        "msg/s",
+        "higher",
+        peer_name="postfix+opendkim",
+        target=("ratio>=", 1.0),
+    )
+    plain = Metric(
+        "submission", f"STARTTLS+AUTH, no DKIM, {load.describe()}", "msg/s", "higher", target=("ratio>=", 1.0)
+    )
+    login = Metric("submission", "connect+STARTTLS+AUTH, per session (median)", "ms", "lower")
+    opendkim = OpenDKIM(ctx.log)
+    pf = PrivatePostfix(
+        services=((2587, (f"smtpd_milters={opendkim.milter}", "milter_default_action=tempfail")), (2587, ()))
+    )
+    try:
+        opendkim.start()
+        pf.start(probe=False)
+        wait_for(lambda: all(listening(p) for p in pf.ports), 30, 0.02, "private Postfix submission ports")
+        for i in range(ctx.runs):
+            m_dkim = submission_mailroom(load, dkim=True)
+            pause()
+            p_dkim = submission_postfix(ctx, pf.ports[0], load, dkim=True)
+            pause()
+            m_plain = submission_mailroom(load, dkim=False)
+            pause()
+            p_plain = submission_postfix(ctx, pf.ports[1], load, dkim=False)
+            pause()
+            ctx.note(
+                "submission",
+                f"run{i + 1}",
+                {
+                    "mailroom_dkim": m_dkim,
+                    "postfix_opendkim": p_dkim,
+                    "mailroom": m_plain,
+                    "postfix": p_plain,
+                },
+            )
+            signed.mailroom.append(m_dkim["msg_per_s"])
+            signed.peer.append(p_dkim["msg_per_s"])
+            plain.mailroom.append(m_plain["msg_per_s"])
+            plain.peer.append(p_plain["msg_per_s"])
+            login.mailroom += [m_dkim["login_ms"], m_plain["login_ms"]]
+            login.peer += [p_dkim["login_ms"], p_plain["login_ms"]]
+    finally:
+        pf.close()
+        opendkim.close()
+    if ctx.profile:
+
+        def run_pass(spec: ProfileSpec) -> None:
+            submission_mailroom(submission.Load(10, 50, 2048), True, spec)
+
+        profile_passes(ctx, "submission", run_pass)
+    return [signed, plain, login]
+
+
+# --- IMAP (benchmarks/imap_bench.py) ----------------------------------------------------------------
+
+
+def imap_scenario(ctx: Context) -> list[Metric]:
+    """mbsync pull of the small INBOX; SELECT / UID FETCH FLAGS / header and body SEARCH on the
+    small and the big one (10k / 100k; --quick 1k / 10k), with the growth; memory at the end."""
+
+    def profile(pid: int, workload: Callable[[], None]) -> None:
+        def run_pass(spec: ProfileSpec) -> None:
+            recorder = profiling.Recorder(pid, *spec)
+            try:
+                workload()
+            finally:
+                recorder.stop()
+
+        profile_passes(ctx, "imap", run_pass)
+
+    r = imap_bench.run(
+        ctx.quick,
+        pulls=ctx.runs,
+        samples=3 if ctx.quick else 5,
+        profile=profile if ctx.profile else None,
+        log=ctx.log,
+    )
+    ctx.note("imap", "results", r)
+    small, big = r["messages"]["small"], r["messages"]["big"]
+
+    def row(name: str, unit: str, values: dict[str, list[float]], scale: float = 1.0, **kw: Any) -> Metric:
+        return Metric(
+            "imap",
+            name,
+            unit,
+            "lower",
+            [v * scale for v in values["mailroom"]],
+            [v * scale for v in values["dovecot"]],
+            "dovecot",
+            **kw,
+        )
+
+    rows = [
+        row(f"mbsync pull of {small:,} messages", "s", r["mbsync_pull"], target=("ratio<=", 1.5)),
+        row("mbsync's own CPU time during that pull", "s", r["mbsync_client_cpu"]),
+        Metric("imap", "mailroom's CPU time during that pull", "s", "lower", r["mbsync_mailroom_cpu"]),
+        row(f"first SELECT of the {big:,} INBOX after start", "ms", r["first_select_big"], 1000),
+    ]
+    for op, label in imap_bench.OPS:
+        for size, count in (("small", small), ("big", big)):
+            target = ("max", 50.0) if op == "select" and size == "big" else ("ratio<=", 1.5)
+            samples = {who: r[f"ops_{size}"][who][op] for who in ("mailroom", "dovecot")}
+            rows.append(row(f"{label}, {count:,} msgs", "ms", samples, 1000, target=target))
+        rows.append(
+            Metric(
+                "imap",
+                f"{label}: growth {small // 1000}k -> {big // 1000}k",
+                "x",
+                "lower",
+                [imap_bench.growth(r, op, "mailroom")],
+                [imap_bench.growth(r, op, "dovecot")],
+                "dovecot",
+                target=("max", 1.2 * big / small),  # linear or better, with 20% for noise
+                show_ratio=False,
+            )
+        )
+    mem = r["memory_end"]
+    for kind in ("rss", "pss"):
+        rows.append(
+            Metric(
+                "memory",
+                f"{kind.upper()} at end of imap (Dovecot: {mem['dovecot']['processes']} processes)",
+                "MiB",
+                "lower",
+                [mem["mailroom"][f"{kind}_mib"]],
+                [mem["dovecot"][f"{kind}_mib"]],
+                "dovecot",
+            )
+        )
+    return rows
+
+
+def imap_idle(ctx: Context) -> list[Metric]:
+    """Memory with 10 IMAPS clients logged in, INBOX selected, in IDLE; Dovecot: all its processes."""
+    clients = 10
+    rss = Metric("memory", f"RSS with {clients} IMAP IDLE clients", "MiB", "lower", peer_name="dovecot")
+    pss = Metric("memory", f"PSS with {clients} IMAP IDLE clients", "MiB", "lower", peer_name="dovecot")
+    per = Metric("memory", "PSS added per IMAP IDLE client", "MiB", "lower", peer_name="dovecot")
+    for i in range(ctx.runs):
+        r = imap_bench.idle_memory(ctx.log, clients, 200 if ctx.quick else 1000, 1.0 if ctx.quick else 2.0)
+        ctx.note("imap-idle", f"run{i + 1}", r)
+        for who, metric_list in (("mailroom", "mailroom"), ("dovecot", "peer")):
+            before, idle = r[who]["before"], r[who]["idle"]
+            getattr(rss, metric_list).append(idle["rss_mib"])
+            getattr(pss, metric_list).append(idle["pss_mib"])
+            getattr(per, metric_list).append((idle["pss_mib"] - before["pss_mib"]) / clients)
+        pause()
+    return [rss, pss, per]
+
+
 # Run order: the quiet measurements first, before the load has warmed anything.
 SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Metric]]]] = {
     "memory": ("idle RSS/PSS after start (rows 'at end of smtp-s10' come with smtp-s10)", idle_memory),
     "startup": ("start-up time to the first 220 greeting; Postfix: `postfix start`", startup),
+    "imap-idle": ("memory with 10 IMAP IDLE clients, against Dovecot's processes summed", imap_idle),
     "smtp-s10": ("smtp-source -s 10, 2 KiB, until durably stored (+ memory at the end, profile)", smtp_s10),
     "smtp-s1": ("smtp-source -s 1 (one session at a time), 2 KiB", smtp_s1),
     "smtp-checks": (
@@ -419,6 +690,14 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], list[Metric]]]] = {
     ),
     "smtp-1mb": ("smtp-source -s 20, 1 MiB messages", smtp_1mb),
     "pop3": ("POP3 download by a real client (benchmarks/pop3_download.py)", pop3),
+    "submission": (
+        "submission: 10 sessions, STARTTLS + AUTH + DKIM; Postfix submission + OpenDKIM (+ profile)",
+        submission_scenario,
+    ),
+    "imap": (
+        "mbsync pull of 10k; SELECT, UID FETCH FLAGS, SEARCH on 10k and 100k INBOX (+ profile)",
+        imap_scenario,
+    ),
 }
 
 __all__ = ["SCENARIOS", "Context", "Mailroom", "Metric"]
