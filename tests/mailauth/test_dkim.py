@@ -225,6 +225,36 @@ def test_round_trip(tmp_path: Path, key_type: dkim.KeyType) -> None:
     )
 
 
+def test_rsa_signature_by_openssl_is_byte_identical_to_dkimpys(tmp_path: Path) -> None:
+    """The RSA step runs in OpenSSL; PKCS#1 v1.5 is deterministic, so dkimpy's own pure-Python
+    signing of the same header must give the very same bytes (same t= made equal first)."""
+    import dkim as dkimpy
+
+    key = dkim.generate_key(tmp_path, "example.org", "s1", "rsa")
+    ours = dkim.sign_headers(MESSAGE, [key])
+    assert dkimpy.RSASSA_PKCS1_v1_5_sign is dkim._rsa_sign_with_openssl  # the fast path is in use
+    t = re.search(rb"t=(\d+)", ours)
+    assert t is not None
+    include = dkim.signed_header_list(MESSAGE)
+    original = dkim._dkimpy_rsa_sign
+    signer = dkimpy.DKIM(MESSAGE, linesep=b"\r\n")
+    dkimpy.RSASSA_PKCS1_v1_5_sign = original  # dkimpy alone, for this one signature
+    try:
+        reference = signer.sign(
+            b"s1",
+            b"example.org",
+            key.dkimpy_private(),
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=include,
+            signature_algorithm=b"rsa-sha256",
+        )
+    finally:
+        dkimpy.RSASSA_PKCS1_v1_5_sign = dkim._rsa_sign_with_openssl
+    if re.search(rb"t=(\d+)", reference).group(1) != t.group(1):  # type: ignore[union-attr]
+        pytest.skip("the clock ticked between the two signatures")
+    assert ours == reference
+
+
 def test_two_selectors_sign_twice(tmp_path: Path) -> None:
     rsa_key = dkim.generate_key(tmp_path, "example.org", "2026r", "rsa")
     ed_key = dkim.generate_key(tmp_path, "example.org", "2026e", "ed25519")

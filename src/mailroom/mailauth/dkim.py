@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mailroom.mailauth.resolver import Answer, DnsLookup
 
@@ -245,6 +245,38 @@ def key_domains(data_dir: Path) -> list[str]:
 
 # --- signing ----------------------------------------------------------------------------------------
 
+# RSA keys being signed with, by modulus: dkimpy hands its signing step only its own parse of the
+# key, and this finds ours (the OpenSSL one) again.
+_OPENSSL_RSA: dict[int, rsa.RSAPrivateKey] = {}
+
+
+def _rsa_sign_with_openssl(digest: Any, private_key: Mapping[str, int]) -> bytes:
+    """dkimpy's RSASSA_PKCS1_v1_5_sign (RFC 8017 §8.2.1) done by OpenSSL instead of Python's
+    pow(): ~0.2 ms instead of ~6 ms for RSA 2048, without holding the GIL. PKCS#1 v1.5 is
+    deterministic, so the signature is byte for byte the one dkimpy would make."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    key = _OPENSSL_RSA.get(private_key["modulus"])
+    algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}.get(digest.name)
+    if key is None or algorithm is None:
+        return bytes(_dkimpy_rsa_sign(digest, private_key))
+    return key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
+
+
+_dkimpy_rsa_sign: Any = None
+
+
+def _dkimpy() -> Any:  # dkimpy has no type hints
+    """dkimpy, imported at the first signature or check, its RSA signing step done by OpenSSL."""
+    global _dkimpy_rsa_sign
+    import dkim
+
+    if dkim.RSASSA_PKCS1_v1_5_sign is not _rsa_sign_with_openssl:
+        _dkimpy_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
+        dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign_with_openssl  # DKIM.gen_header looks it up per call
+    return dkim
+
 
 def _header_names(message: bytes) -> list[bytes]:
     names = []
@@ -276,7 +308,7 @@ def sign_headers(message: bytes, keys: Sequence[SigningKey], *, linesep: bytes =
 
     Raises ValueError when the message cannot be signed (no From, RFC 6376 §5.4).
     """
-    import dkim as dkimpy
+    dkimpy = _dkimpy()
 
     if not keys:
         return b""
@@ -285,6 +317,9 @@ def sign_headers(message: bytes, keys: Sequence[SigningKey], *, linesep: bytes =
         raise ValueError("cannot DKIM-sign a message without a From header (RFC 6376 §5.4)")
     out = []
     for key in keys:
+        if key.key_type == "rsa":
+            private = cast("rsa.RSAPrivateKey", key.private_key)
+            _OPENSSL_RSA[private.private_numbers().public_numbers.n] = private
         signer = dkimpy.DKIM(message, logger=_quiet, linesep=linesep)
         try:
             out.append(
@@ -354,7 +389,7 @@ def _result(tags: Mapping[bytes, bytes], status: DkimStatus, reason: str) -> Dki
 
 
 def _parse_signatures(message: bytes, limit: int) -> list[_Sig]:
-    import dkim as dkimpy
+    dkimpy = _dkimpy()
     from dkim.util import parse_tag_value
 
     signer = dkimpy.DKIM(message, logger=_quiet)
@@ -397,7 +432,7 @@ def _parse_signatures(message: bytes, limit: int) -> list[_Sig]:
 
 def _pick_key(tags: Mapping[bytes, bytes], answer: Answer) -> tuple[str, DkimResult | None]:
     """RFC 6376 §6.1.2: the key record for a signature, or the result that ends its check."""
-    import dkim as dkimpy
+    dkimpy = _dkimpy()
     from dkim.util import parse_tag_value
 
     if answer.temporary:
@@ -441,7 +476,7 @@ def _pick_key(tags: Mapping[bytes, bytes], answer: Answer) -> tuple[str, DkimRes
 
 
 def _verify_crypto(message: bytes, sigs: list[_Sig]) -> list[DkimResult]:
-    import dkim as dkimpy
+    dkimpy = _dkimpy()
 
     results = []
     verifier = dkimpy.DKIM(message, logger=_quiet, minkey=MIN_RSA_BITS)  # one parse for all signatures
