@@ -348,6 +348,15 @@ class LimitsConfig:
         600.0, "POP3 inactivity timeout (RFC 1939 §3: at least 10 minutes)", parse_duration, "10m"
     )
     tls_handshake_timeout: float = _option(30.0, "Time allowed for a TLS handshake", parse_duration, "30s")
+    auth_cache_ttl: float = _option(
+        3600.0,
+        "How long a verified password is remembered (in memory, as a keyed hash) so logins skip argon2;"
+        " a password change ends it at once (Dovecot's auth_cache_ttl); 0 = off",
+        lambda key, value: (
+            0.0 if type(value) in (int, float, str) and value in (0, "0") else parse_duration(key, value)
+        ),
+        "1h",
+    )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def build_handlers(
     queued: Callable[[], None] = lambda: None,
     resolver: Resolver | None = None,
 ) -> dict[str, SessionHandler]:
-    auth = Authenticator(store)
+    auth = Authenticator(store, cache_ttl=cfg.limits.auth_cache_ttl)
     lookup = from_dns(resolver) if resolver is not None and cfg.dns_enabled else None
     srs = SRS([srs_key(store.data_dir)])
     challenges = challenges or ChallengeResponder()

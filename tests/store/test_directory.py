@@ -161,3 +161,26 @@ def test_new_account_mailboxes(populated: sqlite3.Connection) -> None:
     assert [r[0] for r in rows] == ["INBOX", "Drafts", "Sent", "Junk", "Trash", "Archive"]
     assert rows[2][1] == "\\Sent" and all(r[2] == 1 and r[3] > 0 for r in rows)
     assert len({r[3] for r in rows}) == len(rows)
+
+
+def test_replace_password_hash_only_over_the_hash_it_replaces(populated: sqlite3.Connection) -> None:
+    c = populated
+    acct = d.find_account(c, "alice@example.org")
+    bob = d.find_account(c, "bob@example.org")
+    assert acct is not None and bob is not None
+    with transaction(c):
+        assert d.replace_password_hash(c, acct.id, acct.password_hash, "$argon2id$rehashed")
+    after = d.find_account(c, "alice@example.org")
+    assert after is not None and after.password_hash == "$argon2id$rehashed"
+    assert after.scram_sha256 == acct.scram_sha256  # the same password: SCRAM keys stay
+    other = d.find_account(c, "bob@example.org")
+    assert other is not None and other.password_hash == bob.password_hash
+    # the password was changed between the login's read and the rehash: the change wins
+    with transaction(c):
+        d.set_password(c, "alice@example.org", "another password")
+    changed = d.find_account(c, "alice@example.org")
+    assert changed is not None
+    with transaction(c):
+        assert not d.replace_password_hash(c, acct.id, "$argon2id$rehashed", "$argon2id$stale")
+    final = d.find_account(c, "alice@example.org")
+    assert final is not None and final.password_hash == changed.password_hash

@@ -12,7 +12,10 @@ import socket
 import sqlite3
 import ssl
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mailroom import logs
 from mailroom.config import Config
@@ -27,7 +30,12 @@ from mailroom.wire import pop3
 
 READ_SIZE = 64 * 1024
 BODY_CHUNK = 256 * 1024
-PREFETCH_MAX = 64 * 1024  # read the next message ahead when it is at most this big
+# Clients download in order, one RETR at a time (fetchmail: LIST n, RETR n, ...). While one
+# message is on the wire the store already reads the following ones, many per reader-thread hop:
+# a hop (submit, wake the thread, wake the loop) costs more than reading a small message.
+READ_AHEAD_MAX = 64 * 1024  # only messages at most this big are read ahead (whole)
+READ_AHEAD_COUNT = 64  # messages per read-ahead batch, at most
+READ_AHEAD_BYTES = 256 * 1024  # octets per batch, at most (and the next batch starts below half)
 POP3_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
 
 
@@ -40,8 +48,7 @@ class POP3Context:
     locked: set[int] = field(default_factory=set)  # account ids with a POP3 session open
 
 
-@dataclass(frozen=True)
-class DropMessage:
+class DropMessage(NamedTuple):  # a tuple: made a thousand times per login
     uid: int
     body_id: int
     size: int
@@ -57,8 +64,9 @@ def load_drop(
     conn: sqlite3.Connection, account_id: int
 ) -> tuple[int, list[DropMessage], list[pop3.DropEntry]]:
     box = mail.inbox(conn, account_id)
-    messages = [DropMessage(m.uid, m.body_id, m.size) for m in mail.list_messages(conn, box.id)]
-    entries = [pop3.DropEntry(m.size, uidl(box.uidvalidity, m.uid)) for m in messages]
+    rows = mail.list_uid_body_size(conn, box.id)
+    messages = list(map(DropMessage._make, rows))
+    entries = [pop3.DropEntry(size, uidl(box.uidvalidity, uid)) for uid, _, size in rows]
     return box.id, messages, entries
 
 
@@ -68,6 +76,25 @@ def read_message_chunk(conn: sqlite3.Connection, body_id: int, offset: int, leng
     if conn.execute("SELECT 1 FROM bodies WHERE id = ?", (body_id,)).fetchone() is None:
         return None
     return mail.read_chunk(conn, body_id, offset, length)
+
+
+def read_first_chunks(conn: sqlite3.Connection, body_ids: Sequence[int]) -> list[bytes | None]:
+    """The first piece of several messages in one read transaction (the read-ahead batch)."""
+    return [read_message_chunk(conn, body_id, 0, BODY_CHUNK) for body_id in body_ids]
+
+
+def plan_read_ahead(drop: Sequence[DropMessage], start: int) -> range:
+    """The messages to read ahead from ``start`` on: consecutive ones of at most READ_AHEAD_MAX
+    octets, at most READ_AHEAD_COUNT of them and READ_AHEAD_BYTES in all (one always fits). Empty
+    when ``start`` is a bigger message: that one is streamed when asked for."""
+    end, total = start, 0
+    while end < len(drop) and end - start < READ_AHEAD_COUNT:
+        size = drop[end].size
+        if size > READ_AHEAD_MAX or (end > start and total + size > READ_AHEAD_BYTES):
+            break
+        total += size
+        end += 1
+    return range(start, end)
 
 
 def apply_update(conn: sqlite3.Connection, mailbox_id: int, deleted: list[int], seen: list[int]) -> None:
@@ -92,9 +119,12 @@ class POP3Session:
         self.mailbox_id = 0
         self.drop: list[DropMessage] = []
         self.retrieved: set[int] = set()  # UIDs sent whole by RETR: \Seen at QUIT, as Dovecot does
-        # (drop index, its first piece being read): clients download in order, so while one
-        # message is on the wire the store already reads the next one
-        self.prefetch: tuple[int, asyncio.Future[bytes | None]] | None = None
+        # read ahead: first pieces ready by drop index (ascending), the batch being read, and the
+        # first index neither ready nor being read
+        self.ahead: deque[tuple[int, bytes | None]] = deque()
+        self.ahead_bytes = 0
+        self.ahead_end = 0
+        self.batch: tuple[range, asyncio.Future[list[bytes | None]]] | None = None
 
     async def run(self) -> None:
         self.log.info(
@@ -111,8 +141,7 @@ class POP3Session:
         try:
             await self._loop()
         finally:
-            if self.prefetch is not None:
-                self.prefetch[1].cancel()
+            self._cancel_read_ahead()
             if self.account is not None:
                 self.ctx.locked.discard(self.account.id)
             self.log.info("disconnect from [%s]", self.conn.peer_ip)
@@ -124,6 +153,12 @@ class POP3Session:
             await self._drain()
 
     async def _drain(self) -> None:
+        writer = self.conn.writer
+        if writer.transport.get_write_buffer_size() == 0:
+            # All of it went to the kernel: drain() would return at once, and the transport
+            # resumes writing synchronously when its buffer empties, so it cannot be paused.
+            # Skipping it saves a timer per answer (two per message with fetchmail's LIST+RETR).
+            return
         # A client that stops reading in the middle of a RETR must not hold the session (and the
         # maildrop lock) for ever: the output has to make progress within the idle timeout.
         # asyncio.timeout, not wait_for: wait_for runs drain() in a new task, which yields to the
@@ -132,7 +167,7 @@ class POP3Session:
         timeout = self.ctx.cfg.limits.pop3_timeout
         try:
             async with asyncio.timeout(timeout):
-                await self.conn.writer.drain()
+                await writer.drain()
         except TimeoutError:
             self.log.info("client read nothing for %ss; closing", timeout)
             raise
@@ -144,8 +179,7 @@ class POP3Session:
                 await self._flush()
                 timeout = self.ctx.cfg.limits.pop3_timeout
                 try:
-                    # conn.read marks the connection idle: a shutdown may end it at once
-                    data = await self.conn.read(READ_SIZE, timeout)
+                    data = await self._read(timeout)
                 except TimeoutError:
                     self.log.info("timeout after %ss of silence", timeout)
                     self.conn.writer.write(b"-ERR [SYS/TEMP] autologout: idle for too long\r\n")
@@ -168,6 +202,18 @@ class POP3Session:
                 # else a multi-line answer is half sent (or UPDATE failed after its reply):
                 # only closing the connection tells the client it is incomplete
                 return
+
+    async def _read(self, timeout: float) -> bytes:
+        """Connection.read (the connection counts as idle while waiting: a shutdown may end it
+        at once) with asyncio.timeout instead of wait_for, which in Python 3.11 wraps every read
+        in a new task: one command per round trip makes that a measurable share of a download."""
+        conn = self.conn
+        conn.idle = True
+        try:
+            async with asyncio.timeout(timeout):
+                return await conn.reader.read(READ_SIZE)
+        finally:
+            conn.idle = False
 
     async def _handle(self, event: pop3.Event | object) -> None:
         match event:
@@ -237,26 +283,59 @@ class POP3Session:
         self.engine.login_succeeded(entries, username=account.address)
         self.log.info("login user=%s messages=%d", account.address, len(entries))
 
-    def _read_first(self, index: int) -> asyncio.Future[bytes | None]:
+    def _start_batch(self, start: int) -> None:
+        wanted = plan_read_ahead(self.drop, start)
+        if not wanted:
+            return
         future = asyncio.ensure_future(
-            self.ctx.store.read(read_message_chunk, self.drop[index].body_id, 0, BODY_CHUNK)
+            self.ctx.store.read(read_first_chunks, [self.drop[i].body_id for i in wanted])
         )
         # a read ahead that is never used must not log "exception was never retrieved"
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return future
+        self.batch = (wanted, future)
+        self.ahead_end = wanted.stop
+
+    def _cancel_read_ahead(self) -> None:
+        if self.batch is not None:
+            self.batch[1].cancel()
+            self.batch = None
+        self.ahead.clear()
+        self.ahead_bytes = 0
 
     async def _first_chunk(self, index: int) -> bytes | None:
-        ahead, self.prefetch = self.prefetch, None
-        if ahead is not None and ahead[0] == index:
-            first = ahead[1]
-        else:
-            if ahead is not None:
-                ahead[1].cancel()
-            first = self._read_first(index)
-        following = index + 1
-        if following < len(self.drop) and self.drop[following].size <= PREFETCH_MAX:
-            self.prefetch = (following, self._read_first(following))
-        return await first
+        """The first piece of message ``index`` (its whole text when small): from the read-ahead
+        when the client goes in order, else read now; either way the read-ahead moves on."""
+        if self.batch is not None and (self.batch[1].done() or index in self.batch[0]):
+            wanted, future = self.batch
+            self.batch = None
+            try:
+                results = await future
+            except Exception:
+                # read it again below, where a failure is reported like any RETR's
+                self.log.exception("read-ahead of messages %d-%d failed", wanted.start + 1, wanted.stop)
+                self.ahead_end = wanted.start
+            else:
+                for i, data in zip(wanted, results, strict=True):
+                    self.ahead.append((i, data))
+                    self.ahead_bytes += len(data) if data else 0
+        ahead = self.ahead
+        while ahead and ahead[0][0] < index:  # skipped (deleted, or not wanted)
+            self.ahead_bytes -= len(ahead.popleft()[1] or b"")
+        if ahead and ahead[0][0] == index:
+            chunk = ahead.popleft()[1]
+            self.ahead_bytes -= len(chunk or b"")
+            self._read_ahead_from(index + 1)
+            return chunk
+        # not read ahead: a big message, a step back, a jump, or the first RETR
+        self._cancel_read_ahead()
+        reading = self.ctx.store.read(read_message_chunk, self.drop[index].body_id, 0, BODY_CHUNK)
+        self.ahead_end = index + 1
+        self._read_ahead_from(index + 1)  # on another reader thread, at the same time
+        return await reading
+
+    def _read_ahead_from(self, following: int) -> None:
+        if self.batch is None and self.ahead_bytes < READ_AHEAD_BYTES // 2:
+            self._start_batch(max(self.ahead_end, following))
 
     async def _retrieve(self, index: int, top_lines: int | None) -> None:
         number, message = index + 1, self.drop[index]

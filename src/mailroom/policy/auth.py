@@ -5,6 +5,11 @@ address and of that account name (Dovecot's auth_failure_delay, made progressive
 slow from one address and slow against one account from many. Successful logins are never delayed.
 The answer never says whether the account exists; the timing does not either (a dummy hash is
 verified for unknown names).
+
+Every password login (SMTP AUTH PLAIN/LOGIN, IMAP LOGIN and AUTHENTICATE PLAIN, POP3 USER/PASS and
+AUTH PLAIN) comes through :meth:`Authenticator.check_password`, so the verified-credentials cache
+(passwords.VerifiedCache) and the rehash of outdated argon2 hashes live here, once. SCRAM-SHA-256
+never runs argon2: it checks the client's proof against the stored SCRAM keys.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailroom import logs
-from mailroom.passwords import decode_scram, verify_password_async
+from mailroom.passwords import DEFAULT_CACHE_TTL, VerifiedCache, decode_scram, verify_and_rehash_async
 from mailroom.store import directory
 from mailroom.store.directory import Account
 from mailroom.store.service import Store
@@ -82,8 +87,10 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = asyncio.sleep,
         base_delay: float = BASE_DELAY,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
     ) -> None:
         self.store = store
+        self.cache = VerifiedCache(cache_ttl, clock=clock)
         self._by_ip = _FailureTable(clock)
         self._by_user = _FailureTable(clock)
         self._sleep = sleep
@@ -100,14 +107,37 @@ class Authenticator:
         self, service: str, ip: str, username: str, password: str, log: logging.Logger | logs.ConnLogger
     ) -> Account | None:
         account = await self.store.read(directory.find_account, username)
-        usable = account is not None and not account.disabled
-        ok = await verify_password_async(account.password_hash if account and usable else None, password)
-        if ok and account is not None and usable:
-            self._by_ip.clear(client_key(ip))
-            self._by_user.clear(username.lower())
+        if account is not None and not account.disabled:
+            if self.cache.matches(account.id, account.password_hash, password):
+                ok = True  # verified by argon2 within the TTL, and the stored hash is the same
+            else:
+                ok = await self._verify(account, password, log)
+        else:
+            # a dummy hash for unknown or disabled accounts: a failure costs the same either way
+            ok = (await verify_and_rehash_async(None, password)).ok
+        if ok and account is not None:
+            self.succeeded(ip, username)
             return account
         await self.failed(service, ip, username, log)
         return None
+
+    async def _verify(self, account: Account, password: str, log: logging.Logger | logs.ConnLogger) -> bool:
+        """The full argon2 check; a success is cached, and an outdated hash rewritten."""
+        verified = await verify_and_rehash_async(account.password_hash, password)
+        if not verified.ok:
+            return False  # never cached: the next attempt pays the full cost again
+        current = account.password_hash
+        if verified.new_hash is not None:
+            try:
+                if await self.store.write(
+                    directory.replace_password_hash, account.id, current, verified.new_hash
+                ):
+                    current = verified.new_hash
+                    log.info("password hash of %s updated to the current argon2 parameters", account.address)
+            except Exception as exc:  # the login stands; the rehash is tried again next time
+                log.warning("could not store the rehashed password of %s: %s", account.address, exc)
+        self.cache.remember(account.id, current, password)
+        return True
 
     async def scram_keys(self, username: str) -> tuple[Account, ScramCredentials] | None:
         account = await self.store.read(directory.find_account, username)

@@ -238,6 +238,17 @@ def set_password(conn: sqlite3.Connection, address: str, password: str) -> None:
     )
 
 
+def replace_password_hash(conn: sqlite3.Connection, account_id: int, old_hash: str, new_hash: str) -> bool:
+    """Store a rehash of the same password (new argon2 parameters, see passwords.py), only if
+    the account still has ``old_hash``: a password changed meanwhile wins. The SCRAM keys stay, as
+    the password is the same. Returns whether the row was updated."""
+    cur = conn.execute(
+        "UPDATE accounts SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        (new_hash, account_id, old_hash),
+    )
+    return cur.rowcount == 1
+
+
 def remove_account(conn: sqlite3.Connection, address: str) -> None:
     account = find_account(conn, address)
     if account is None:

@@ -216,6 +216,14 @@ def list_messages(conn: sqlite3.Connection, mailbox_id: int) -> list[MessageMeta
     ]
 
 
+def list_uid_body_size(conn: sqlite3.Connection, mailbox_id: int) -> list[tuple[int, int, int]]:
+    """(uid, body_id, size) of every message, by UID: what a POP3 maildrop needs, without building
+    a MessageMeta per message (a third of the time of a 1,000-message POP3 login)."""
+    return conn.execute(
+        "SELECT uid, body_id, size FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+    ).fetchall()
+
+
 def get_message(conn: sqlite3.Connection, mailbox_id: int, uid: int) -> MessageMeta | None:
     row = conn.execute(_MESSAGE_SQL + " WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)).fetchone()
     return MessageMeta(*row) if row else None

@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 from mailroom.wire.buffer import ReceiveBuffer
 from mailroom.wire.errors import LineTooLongError, LocalProtocolError, RemoteProtocolError
@@ -115,10 +115,10 @@ class POP3Config:
     max_auth_line: int = 8192
 
 
-@dataclass(frozen=True)
-class DropEntry:
+class DropEntry(NamedTuple):
     """One message of the maildrop: its size in octets exactly as RETR sends it (CRLF line ends,
-    before byte-stuffing, RFC 1939 §5 "exact size") and its unique-id (RFC 1939 §7)."""
+    before byte-stuffing, RFC 1939 §5 "exact size") and its unique-id (RFC 1939 §7). A tuple:
+    a login makes one per message."""
 
     size: int
     uid: str
@@ -494,8 +494,10 @@ class POP3ServerEngine:
         for entry in entries:
             if entry.size < 0:
                 raise LocalProtocolError(f"negative message size {entry.size}")
-            # RFC 1939 §7: unique-id = 1*70 characters in the range 0x21 to 0x7E
-            if not 1 <= len(entry.uid) <= 70 or not all(0x21 <= ord(c) <= 0x7E for c in entry.uid):
+            uid = entry.uid
+            # RFC 1939 §7: unique-id = 1*70 characters in the range 0x21 to 0x7E (printable ASCII
+            # is 0x20-0x7E, so: printable ASCII without the space)
+            if not (1 <= len(uid) <= 70 and uid.isascii() and uid.isprintable() and " " not in uid):
                 raise LocalProtocolError(f"invalid POP3 unique-id {entry.uid!r}")
         if len({entry.uid for entry in entries}) != len(entries):
             raise LocalProtocolError("duplicate POP3 unique-ids")  # RFC 1939 §7: unique
