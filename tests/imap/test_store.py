@@ -157,7 +157,7 @@ def test_copy_move_expunge_and_feed(conn: sqlite3.Connection) -> None:
     assert removed == [2] and after == before + 1
     changes = im.changes_since(conn, inbox, seen.highestmodseq, seen.uidnext)
     assert changes is not None and sorted(changes.expunged) == [2, 3]
-    assert conn.execute("SELECT refs FROM bodies ORDER BY id").fetchall() == [(2,), (1,), (1,)]
+    assert conn.execute("SELECT refs FROM body_refs ORDER BY body_id").fetchall() == [(2,), (1,), (1,)]
 
 
 def test_cache_entries_follow_bodies(conn: sqlite3.Connection) -> None:

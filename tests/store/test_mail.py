@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from pathlib import Path
+
+import pytest
 
 from mailroom.store import directory as d
 from mailroom.store import mail
-from mailroom.store.database import transaction
+from mailroom.store.database import db_path, open_database, transaction
 
 
 def _setup(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -24,7 +27,9 @@ def test_body_shared_uids_and_expunge(conn: sqlite3.Connection) -> None:
             conn, io.BytesIO(data), len(data), [mail.Placement(box_a), mail.Placement(box_b)], 1_700_000_000
         )
     assert [s.uid for s in stored] == [1, 1]
-    assert conn.execute("SELECT count(*), refs FROM bodies").fetchone() == (1, 2)
+    assert conn.execute(
+        "SELECT count(*), body_refs.refs FROM bodies JOIN body_refs ON body_id = id"
+    ).fetchone() == (1, 2)
     chunks = list(mail.read_body(conn, body_id, chunk=65536))
     assert len(chunks) > 10 and b"".join(chunks) == data
     assert b"".join(mail.read_body(conn, body_id, offset=5, length=7)) == data[5:12]
@@ -76,3 +81,44 @@ def test_failed_transaction_leaves_nothing(conn: sqlite3.Connection) -> None:
         pass
     assert conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == 0
     assert mail.inbox(conn, d.find_account(conn, "a@example.org").id).uidnext == 1  # type: ignore[union-attr]
+
+
+def test_storing_a_body_writes_it_once(tmp_path: Path) -> None:
+    """Reference counts live outside the bodies row (migration 5): SQLite rewrites a whole record
+    to change one column, and a counter beside the blob used to write every body twice."""
+    conn = open_database(tmp_path)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # keep every frame of the transaction in the WAL
+    box_a, box_b = _setup(conn)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = b"x" * (4 << 20)
+    with transaction(conn):
+        mail.store_message(
+            conn, io.BytesIO(data), len(data), [mail.Placement(box_a), mail.Placement(box_b)], 1_700_000_000
+        )
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert frames * page_size < len(data) * 1.1, f"{frames} WAL frames for a {len(data)}-byte body"
+
+
+def test_migration_5_moves_reference_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailroom.store import database
+
+    monkeypatch.setattr(database, "SCHEMA_VERSION", 4)  # a database made before migration 5
+    conn = open_database(tmp_path)
+    box_a, box_b = _setup(conn)
+    with transaction(conn):
+        body_id, _ = mail.store_message(
+            conn, io.BytesIO(b"hi\r\n"), 4, [mail.Placement(box_a), mail.Placement(box_b)], 1_700_000_000
+        )
+    assert conn.execute("SELECT refs FROM bodies").fetchone() == (2,)  # counted the old way
+    monkeypatch.undo()
+    assert database.migrate(conn, db_path(tmp_path)) == [5]
+    assert conn.execute("SELECT body_id, refs FROM body_refs").fetchall() == [(body_id, 2)]
+    with transaction(conn):
+        conn.execute("DELETE FROM messages WHERE mailbox_id = ?", (box_a,))
+    assert conn.execute("SELECT count(*) FROM bodies").fetchone() == (1,)
+    with transaction(conn):
+        conn.execute("DELETE FROM messages WHERE mailbox_id = ?", (box_b,))
+    assert conn.execute("SELECT count(*) FROM bodies").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM body_refs").fetchone() == (0,)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

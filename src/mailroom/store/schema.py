@@ -185,6 +185,40 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE queue_recipients ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: reference counts leave the bodies row. SQLite rewrites a whole record to change one of
+    # its columns, so `refs = refs + 1` on a 20 MiB body read all 20 MiB into memory and wrote
+    # them to the WAL a second time, for every message stored. bodies.refs stays, unused:
+    # dropping the column would copy every body once more.
+    """
+    CREATE TABLE body_refs (
+        body_id  INTEGER PRIMARY KEY REFERENCES bodies(id) ON DELETE CASCADE,
+        refs     INTEGER NOT NULL
+    );
+    INSERT INTO body_refs (body_id, refs) SELECT id, refs FROM bodies WHERE refs > 0;
+    DROP TRIGGER messages_body_ref;
+    DROP TRIGGER messages_body_unref;
+    DROP TRIGGER queue_body_ref;
+    DROP TRIGGER queue_body_unref;
+    -- A body lives while a message or a queue entry references it.
+    CREATE TRIGGER messages_body_ref AFTER INSERT ON messages BEGIN
+        INSERT INTO body_refs (body_id, refs) VALUES (NEW.body_id, 1)
+            ON CONFLICT (body_id) DO UPDATE SET refs = refs + 1;
+    END;
+    CREATE TRIGGER messages_body_unref AFTER DELETE ON messages BEGIN
+        UPDATE body_refs SET refs = refs - 1 WHERE body_id = OLD.body_id;
+        DELETE FROM bodies WHERE id = OLD.body_id
+            AND NOT EXISTS (SELECT 1 FROM body_refs WHERE body_id = OLD.body_id AND refs > 0);
+    END;
+    CREATE TRIGGER queue_body_ref AFTER INSERT ON queue BEGIN
+        INSERT INTO body_refs (body_id, refs) VALUES (NEW.body_id, 1)
+            ON CONFLICT (body_id) DO UPDATE SET refs = refs + 1;
+    END;
+    CREATE TRIGGER queue_body_unref AFTER DELETE ON queue BEGIN
+        UPDATE body_refs SET refs = refs - 1 WHERE body_id = OLD.body_id;
+        DELETE FROM bodies WHERE id = OLD.body_id
+            AND NOT EXISTS (SELECT 1 FROM body_refs WHERE body_id = OLD.body_id AND refs > 0);
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
