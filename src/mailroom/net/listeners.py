@@ -63,7 +63,9 @@ class Connection:
         """Read what the peer sent; while waiting the connection counts as idle."""
         self.idle = True
         try:
-            return await asyncio.wait_for(self.reader.read(size), timeout)
+            # not wait_for: on Python 3.11 it wraps every read in a new task
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(size)
         finally:
             self.idle = False
 
