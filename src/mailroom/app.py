@@ -18,7 +18,8 @@ from typing import IO, TYPE_CHECKING
 from mailroom import config as configmod
 from mailroom import logs
 from mailroom.acme.challenges import ChallengeResponder
-from mailroom.acme.manager import CertificateManager, initial_certificate
+from mailroom.acme.manager import CertificateManager, initial_certificate, preload_in_process
+from mailroom.acme.workerclient import CertWorker
 from mailroom.config import Config, ConfigError
 from mailroom.net.listeners import KINDS, BindError, ConnectionLimits, Listener, SessionHandler, bind
 from mailroom.net.tls import ServerTLS, TLSError
@@ -237,6 +238,7 @@ class Server:
         self.handlers: dict[str, SessionHandler] = {}
         self.challenges = ChallengeResponder(cfg.data_path / "tls" / "tmp")
         self.certs: CertificateManager | None = None
+        self.cert_worker = True  # certificates are made in a child process unless it could not run
         self.runner: QueueRunner | None = None
 
     # --- start-up -------------------------------------------------------------------------------
@@ -258,6 +260,8 @@ class Server:
         if run_as is not None and os.geteuid() == 0 and not readable_after_drop(run_as):
             log.info("%s cannot read the Python libraries: loading them all before the drop", run_as.name)
             preload_modules()
+            self.cert_worker = False  # a child python could not import them either: work in-process
+            preload_in_process(cfg)
         drop_privileges(run_as)
         if os.geteuid() == 0 and run_as is None and not cfg.dev:
             log.warning("running as root: set [server] user so mailroom drops privileges after binding")
@@ -276,8 +280,8 @@ class Server:
 
     def _load_tls(self, data_dir: Path) -> ServerTLS:
         # "acme" starts on its last certificate, else a self-signed one until the first issuance
-        first = initial_certificate(self.cfg, data_dir)
         try:
+            first = initial_certificate(self.cfg, data_dir, CertWorker() if self.cert_worker else None)
             tls = ServerTLS(
                 first.cert,
                 first.key,
@@ -338,7 +342,13 @@ class Server:
                 log.info("dns: lookups are off (no [dns] nameservers): remote delivery is deferred")
                 log.info("dns: SPF, DKIM and DMARC checks will report 'none'")
             await self.start(sockets)
-            self.certs = CertificateManager(self.cfg, self.tls, self.cfg.data_path, self.challenges)
+            self.certs = CertificateManager(
+                self.cfg,
+                self.tls,
+                self.cfg.data_path,
+                self.challenges,
+                worker=CertWorker() if self.cert_worker else None,
+            )
             self.certs.start()
             self.runner.start()
             self.out(

@@ -4,12 +4,16 @@ Pebble validates http-01 on port 5002 and tls-alpn-01 on port 5001 of the addres
 gives for the name, so mailroom's http/https listeners sit on 127.0.0.1:5002 / :5001 here.
 Checked for each: issuance, the challenge really answered by mailroom, the certificate chaining to
 Pebble's issuing root, a forced renewal hot-swapped into SMTP STARTTLS, IMAPS and POP3S without a
-restart, and a failing issuance that leaves the server serving.
+restart, and a failing issuance that leaves the server serving. The orders run in the certificate
+worker (a child process): the server itself never maps cryptography (so neither acme nor josepy) nor
+requests' charset_normalizer; where it cannot start a child (running as a user who cannot read the
+Python installation) it issues in-process.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import smtplib
 import socket
 import socketserver
@@ -26,6 +30,7 @@ import pytest
 from tests.conftest import IN_CI
 from tests.interop.conftest import ensure_knot, start_peer
 from tests.server_fixture import RunningServer, free_port, populate, write_config
+from tests.tls.test_serve_tls import heavy_libraries
 
 pytestmark = pytest.mark.interop
 
@@ -74,7 +79,13 @@ def pebble() -> Iterator[Path]:
 
 
 def acme_server(
-    root: Path, challenges: list[str], *, names: tuple[str, ...] = (EXTRA_NAME,), http_port: int = HTTP01_PORT
+    root: Path,
+    challenges: list[str],
+    *,
+    names: tuple[str, ...] = (EXTRA_NAME,),
+    http_port: int = HTTP01_PORT,
+    user: str = "",
+    ca_file: Path = PEERS_STATE / "tls" / "ca.pem",
 ) -> RunningServer:
     root.mkdir(parents=True, exist_ok=True)
     ports = {
@@ -86,12 +97,13 @@ def acme_server(
     }
     extra = (
         f'[tls]\nmode = "acme"\nacme_directory = "{DIRECTORY}"\nacme_email = "postmaster@proj.test"\n'
-        f'acme_ca_file = "{PEERS_STATE / "tls" / "ca.pem"}"\n'
+        f'acme_ca_file = "{ca_file}"\n'
         f"acme_names = [{', '.join(repr(n).replace(chr(39), chr(34)) for n in names)}]\n"
         f"acme_challenges = [{', '.join(chr(34) + c + chr(34) for c in challenges)}]\n"
     )
     cfg = write_config(root, ports, extra)
-    cfg.write_text(cfg.read_text().replace('hostname = "mx.example.org"', f'hostname = "{HOST}"'))
+    server_section = f'hostname = "{HOST}"' + (f'\nuser = "{user}"' if user else "")
+    cfg.write_text(cfg.read_text().replace('hostname = "mx.example.org"', server_section))
     server = RunningServer(root, cfg, ports)
     populate(server.data_dir)
     return server
@@ -169,6 +181,8 @@ def test_http01_issue_then_forced_renewal_hot_swaps_every_protocol(tmp_path: Pat
         )  # answered by mailroom's http listener
         first = serials(server, pebble)
         assert len(set(first.values())) == 1, first
+        assert server.proc is not None
+        assert heavy_libraries(server.proc.pid) == []  # the order ran in the certificate worker
         key = server.data_dir / "tls" / "acme" / "account.key"
         assert key.stat().st_mode & 0o777 == 0o600
         assert (server.data_dir / "tls" / "acme" / "key.pem").stat().st_mode & 0o777 == 0o600
@@ -187,6 +201,8 @@ def test_http01_issue_then_forced_renewal_hot_swaps_every_protocol(tmp_path: Pat
         assert len(set(second.values())) == 1, second
         assert set(second.values()).isdisjoint(first.values()), (first, second)
         assert not (server.data_dir / "tls" / "acme" / "renew-requested").exists()
+        assert heavy_libraries(pid) == []
+        assert "certificate worker" not in server.log()  # no failure, no fallback
     finally:
         if server.proc is not None:
             assert server.stop() == 0
@@ -205,6 +221,8 @@ def test_tls_alpn01_issue(tmp_path: Path, pebble: Path) -> None:
         assert "(challenge tls-alpn-01)" in log
         assert "acme-challenge" not in log  # no http-01 involved
         assert len(set(serials(server, pebble).values())) == 1
+        assert server.proc is not None
+        assert heavy_libraries(server.proc.pid) == []  # the challenge certificate too was made there
     finally:
         if server.proc is not None:
             assert server.stop() == 0
@@ -291,3 +309,51 @@ def test_failed_issuance_is_logged_and_the_server_keeps_serving(tmp_path: Path, 
         if server.proc is not None:
             assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding and dropping privileges to nobody needs root")
+def test_in_process_when_the_server_user_cannot_read_python(pebble: Path) -> None:
+    """[server] user cannot read the Python libraries (here: a PYTHONPATH entry it cannot enter), so
+    app.py loads them before the drop and no child could import them: certificates are made in the
+    server process, ACME in a thread, and issuance still works."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mailroom-acme-nobody-", dir="/tmp"))  # pytest's is 0700
+    root.chmod(0o755)
+    hidden = Path(tempfile.mkdtemp(prefix="mailroom-hidden-", dir="/tmp"))  # 0700: nobody cannot enter
+    try:
+        ca_file = root / "ca.pem"
+        shutil.copy(PEERS_STATE / "tls" / "ca.pem", ca_file)
+        ca_file.chmod(0o644)
+        server = acme_server(root, ["http-01"], names=(), user="nobody", ca_file=ca_file)
+        for path in (server.data_dir, *server.data_dir.rglob("*")):
+            os.chown(path, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [old, str(hidden)]))
+        try:
+            server.start()
+        finally:
+            if old is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = old
+        try:
+            assert "nobody cannot read the Python libraries" in server.log()
+            wait_for(
+                lambda: installed(server) == 1, "in-process issuance", server, fail_on="acme: no certificate"
+            )
+            assert len(set(serials(server, pebble).values())) == 1
+            assert server.proc is not None
+            assert heavy_libraries(server.proc.pid) != []  # loaded here, as before the worker existed
+            assert (server.data_dir / "tls" / "acme" / "key.pem").stat().st_uid == pwd.getpwnam(
+                "nobody"
+            ).pw_uid
+        finally:
+            if server.proc is not None:
+                assert server.stop() == 0
+        assert "Traceback" not in server.log()
+        assert "certificate worker" not in server.log()  # chosen up front: no child was tried
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(hidden, ignore_errors=True)

@@ -6,10 +6,7 @@ import asyncio
 import datetime
 import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from mailroom.acme.challenges import ChallengeResponder
 from mailroom.acme.client import Issued, IssueError
@@ -18,24 +15,6 @@ from mailroom.acme.selfsigned import ensure_self_signed
 from mailroom.config import Config, from_dict
 from mailroom.net.tls import ServerTLS
 from tests.tls.certs import make_pair
-
-
-@pytest.fixture
-def records() -> Iterator[list[logging.LogRecord]]:
-    caught: list[logging.LogRecord] = []
-
-    class Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            caught.append(record)
-
-    handler = Catch(logging.DEBUG)
-    root = logging.getLogger("mailroom")
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield caught
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 def lines(records: list[logging.LogRecord], level: int = logging.ERROR) -> list[str]:

@@ -163,3 +163,25 @@ def test_cert_status_files_and_acme_without_certificate(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "certificate:  none yet" in proc.stdout
+
+
+def heavy_libraries(pid: int) -> list[str]:
+    """The compiled parts of cryptography (and so acme/josepy) and of requests' charset_normalizer
+    mapped into a process: none of them should be in a server that only made certificates."""
+    with open(f"/proc/{pid}/maps") as f:
+        paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so")}
+    return sorted(p for p in paths if "/cryptography/" in p or "/charset_normalizer/" in p)
+
+
+def test_first_start_has_the_worker_make_the_self_signed_certificate(tmp_path: Path) -> None:
+    with running_server(tmp_path, ("smtp", "submissions")) as srv:
+        assert srv.proc is not None
+        assert "self-signed certificate" in srv.log() and "(new)" in srv.log()
+        assert heavy_libraries(srv.proc.pid) == []  # cryptography was loaded by the child only
+        key = srv.data_dir / "tls" / "selfsigned.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", srv.ports["submissions"], local_hostname="c", context=insecure_client()
+        ) as s:
+            assert s.noop()[0] == 250
+    assert "certificate worker" not in srv.log()  # no fallback, no failure

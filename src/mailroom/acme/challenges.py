@@ -6,8 +6,10 @@
   with SNI ``<name>`` gets a self-signed certificate for ``<name>`` carrying the critical
   id-pe-acmeIdentifier extension (the SHA-256 of the key authorization), and nothing else.
 
-The ACME client runs in a worker thread; the event loop only reads these dicts (single assignments
-and deletions, atomic in CPython).
+The ACME client normally runs in a child process (worker.py) that asks the server to publish and
+withdraw challenges over a pipe (workerclient.py applies them on the event loop); where no child can
+run it runs in a daemon thread of the server. Either way the event loop only reads these dicts
+(single assignments and deletions, atomic in CPython).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import shutil
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from mailroom.net.tls import server_context
 
+CHALLENGE_TYPES = ("http-01", "tls-alpn-01")
 ACME_TLS_ALPN = "acme-tls/1"
 ID_PE_ACME_IDENTIFIER = "1.3.6.1.5.5.7.1.31"  # RFC 8737 §6.1
 HTTP01_PREFIX = "/.well-known/acme-challenge/"
@@ -80,6 +84,19 @@ def alpn_context(cert_pem: bytes, key_pem: bytes, scratch_dir: Path | None = Non
     return context
 
 
+class Publisher(Protocol):
+    """What the ACME client needs to publish challenges: the server's ChallengeResponder when it runs
+    in the server process, a proxy that asks the server over the worker pipe when it runs in a child."""
+
+    def add_http01(self, token: str, key_authorization: str) -> None: ...
+
+    def remove_http01(self, token: str) -> None: ...
+
+    def add_tls_alpn01(self, name: str, key_authorization: str) -> None: ...
+
+    def remove_tls_alpn01(self, name: str) -> None: ...
+
+
 class ChallengeResponder:
     """The challenges currently published, by token (http-01) and by name (tls-alpn-01)."""
 
@@ -99,7 +116,12 @@ class ChallengeResponder:
         self._http01.pop(token, None)
 
     def add_tls_alpn01(self, name: str, key_authorization: str) -> None:
+        """Make the challenge certificate here (loads cryptography: the in-process path)."""
         cert_pem, key_pem = alpn_challenge_cert(name, key_authorization)
+        self.add_tls_alpn01_pem(name, cert_pem, key_pem)
+
+    def add_tls_alpn01_pem(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
+        """Publish a challenge certificate made elsewhere (the worker process): ssl only."""
         self._alpn[name.lower()] = alpn_context(cert_pem, key_pem, self.scratch_dir)
 
     def remove_tls_alpn01(self, name: str) -> None:

@@ -1,4 +1,5 @@
-"""One certificate issuance through certbot's ``acme`` library (RFC 8555). Blocking: run it in a thread.
+"""One certificate issuance through certbot's ``acme`` library (RFC 8555). Blocking: it runs in the
+certificate worker process (worker.py), or in a daemon thread of the server where no child can run.
 
 Flow: account (key kept in data_dir, 0600; an existing account is found again by its key), new order
 for every name, one challenge per authorization in the configured preference order, poll, finalize
@@ -25,12 +26,10 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
 from mailroom import __version__
-from mailroom.acme.challenges import ChallengeResponder
+from mailroom.acme.challenges import CHALLENGE_TYPES, Publisher
 from mailroom.acme.issued import Issued, IssueError, write_private
 
 log = logging.getLogger("mailroom.acme")
-
-CHALLENGE_TYPES = ("http-01", "tls-alpn-01")
 
 
 class _TLSALPN01Response(challenges.ChallengeResponse):
@@ -102,7 +101,7 @@ class ACMEIssuer:
         directory_url: str,
         email: str,
         account_key_path: Path,
-        responder: ChallengeResponder,
+        responder: Publisher,
         *,
         ca_file: str = "",
         timeout: float = 90.0,

@@ -8,8 +8,15 @@
   loaded into the shared context (every listener, no restart). A failure is logged and never stops
   the server: it keeps serving what it has.
 
-The ACME client blocks (requests, key generation), so it runs in a daemon thread: never on the event
-loop, and never holding up shutdown.
+Certificate work needs cryptography, and ACME the ``acme`` library, josepy and requests: about
+20 MiB that Python never returns once imported. So by default (``worker``, a CertWorker) the
+self-signed certificate and every ACME order are made in a short-lived child process
+(workerclient.py / worker.py) and the server only publishes the challenges the child asks for and
+installs what it gets back. Where no child can run (the server dropped privileges to a user who
+cannot read the Python installation: app.py then preloads the libraries and passes no worker), or
+when the child cannot be started or cannot load its libraries (one log line, then for good), the
+work is done in-process as before: the blocking ACME client in a daemon thread, never on the event
+loop and never holding up shutdown.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mailroom.acme.challenges import ChallengeResponder
+from mailroom.acme.challenges import CHALLENGE_TYPES, ChallengeResponder
 from mailroom.acme.issued import Issued, IssueError, write_private
-from mailroom.acme.selfsigned import ensure_self_signed
+from mailroom.acme.selfsigned import ensure_self_signed, make_self_signed
+from mailroom.acme.workerclient import CertWorker, WorkerUnavailable
 from mailroom.config import Config
 from mailroom.net.certinfo import read_pem
 from mailroom.net.tls import CertInfo, ServerTLS, TLSError, check_pair
@@ -115,9 +123,10 @@ class Initial:
     note: str  # what to log
 
 
-def initial_certificate(cfg: Config, data_dir: Path) -> Initial:
+def initial_certificate(cfg: Config, data_dir: Path, worker: CertWorker | None = None) -> Initial:
     """The pair to start on. ``files``: the configured pair (errors are the caller's to report).
-    ``acme``: the last ACME certificate if it is still usable, else the self-signed one."""
+    ``acme``: the last ACME certificate if it is still usable, else the self-signed one, made by
+    ``worker`` (a child process) when given, else in this process. TLSError when none can be made."""
     tls = cfg.tls
     if tls.mode == "files":
         return Initial(Path(tls.cert), Path(tls.key), "tls.cert", "tls.key", f"certificate {tls.cert}")
@@ -135,9 +144,26 @@ def initial_certificate(cfg: Config, data_dir: Path) -> Initial:
                 )
             except (TLSError, OSError) as exc:
                 log.warning("acme: cannot use the stored certificate (%s); serving a self-signed one", exc)
-    cert, key, made = ensure_self_signed(data_dir / "tls", cfg.server.hostname)
+    try:
+        cert, key, made = ensure_self_signed(
+            data_dir / "tls", cfg.server.hostname, _self_signed_maker(worker) if worker else None
+        )
+    except (IssueError, OSError) as exc:
+        reason = str(exc) if isinstance(exc, IssueError) else f"{exc.filename or data_dir}: {exc.strerror}"
+        raise TLSError(f"tls.mode: cannot make a self-signed certificate: {reason}") from None
     note = f"self-signed certificate {cert}" + (" (new)" if made else "")
     return Initial(cert, key, "tls.mode", "tls.mode", note)
+
+
+def _self_signed_maker(worker: CertWorker) -> Callable[[Path, str], object]:
+    def make(directory: Path, hostname: str) -> tuple[Path, Path]:
+        try:
+            return worker.self_signed(directory, hostname)
+        except WorkerUnavailable as exc:
+            log.warning("tls: the certificate worker cannot run (%s): making the certificate in-process", exc)
+            return make_self_signed(directory, hostname)
+
+    return make
 
 
 # --- state shown by `mailroom cert status` ------------------------------------------------------
@@ -195,6 +221,7 @@ class CertificateManager:
         responder: ChallengeResponder,
         *,
         issuer: Issuer | None = None,
+        worker: CertWorker | None = None,
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
         rng: random.Random | None = None,
         retry_base: float = RETRY_BASE,
@@ -210,9 +237,8 @@ class CertificateManager:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.names = acme_names(cfg)
-        self.issuer: Issuer = issuer or (
-            _acme_issuer(cfg, self.paths.account_key, responder) if cfg.tls.mode == "acme" else _NoIssuer()
-        )
+        self.worker = worker  # None: issue in this process (a daemon thread)
+        self._issuer = issuer  # the in-process issuer; the real one is made (and imported) at first need
         self._wake = asyncio.Event()
         self._forced_reload = False
         self._task: asyncio.Task[None] | None = None
@@ -247,13 +273,12 @@ class CertificateManager:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if woken early (SIGHUP)."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
-        except TimeoutError:
-            return False
-        finally:
-            self._wake.clear()
-        return True
+        # a wake-up that lands as the timeout fires counts too (clearing it unseen lost a SIGHUP)
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
 
     # --- files ------------------------------------------------------------------------------
 
@@ -359,7 +384,7 @@ class CertificateManager:
         started = self.clock()
         self._write_state(last_attempt=_iso(started))
         try:
-            issued = await in_daemon_thread(self.issuer.issue, names, list(self.cfg.tls.acme_challenges))
+            issued = await self._issue(names, list(self.cfg.tls.acme_challenges))
             info = self._install(issued)
         except Exception as exc:
             message = str(exc) if isinstance(exc, IssueError | TLSError) else f"{type(exc).__name__}: {exc}"
@@ -394,6 +419,44 @@ class CertificateManager:
             serial=f"{info.serial:x}",
             next_attempt=_iso(renewal_time(info.not_before, info.not_after)),
         )
+
+    @property
+    def issuer(self) -> Issuer:
+        """The in-process issuer (tests inject theirs; the ACME client is imported only here)."""
+        if self._issuer is None:
+            self._issuer = (
+                _acme_issuer(self.cfg, self.paths.account_key, self.responder)
+                if self.cfg.tls.mode == "acme"
+                else _NoIssuer()
+            )
+        return self._issuer
+
+    async def _issue(self, names: list[str], preference: list[str]) -> Issued:
+        """One issuance in the worker process, or in a daemon thread when there is none."""
+        if self.worker is not None:
+            try:
+                return await self.worker.issue(self.responder, **self._worker_request(names, preference))
+            except WorkerUnavailable as exc:
+                log.warning(
+                    "acme: the certificate worker cannot run (%s): issuing in the server process from now on",
+                    exc,
+                )
+                self.worker = None
+        return await in_daemon_thread(self.issuer.issue, names, preference)
+
+    def _worker_request(self, names: list[str], preference: list[str]) -> dict[str, Any]:
+        tls, listeners = self.cfg.tls, self.cfg.listeners
+        return {
+            "names": names,
+            "preference": preference,
+            "directory_url": tls.acme_directory,
+            "email": tls.acme_email,
+            "account_key": str(self.paths.account_key),
+            "ca_file": tls.acme_ca_file,
+            "available": [
+                typ for typ in CHALLENGE_TYPES if (listeners.http if typ == "http-01" else listeners.https)
+            ],
+        }
 
     def _install(self, issued: Issued) -> CertInfo:
         """Check the new pair, store it (key 0600), then load it into the shared context."""
@@ -432,3 +495,10 @@ def _acme_issuer(cfg: Config, account_key: Path, responder: ChallengeResponder) 
         ca_file=cfg.tls.acme_ca_file,
         available=lambda typ: bool(cfg.listeners.http if typ == "http-01" else cfg.listeners.https),
     )
+
+
+def preload_in_process(cfg: Config) -> None:
+    """Import what in-process certificate work needs, for a server about to drop privileges to a user
+    who cannot read the Python installation (app.py's LAZY already has cryptography)."""
+    if cfg.tls.mode == "acme":
+        import mailroom.acme.client  # noqa: F401 - acme, josepy, requests

@@ -1,36 +1,61 @@
-"""A self-signed certificate for first start and dev mode (tls.mode = "self-signed")."""
+"""A self-signed certificate for first start and dev mode (tls.mode = "self-signed").
+
+Checking the stored pair needs no crypto library (certinfo reads the DER). Making one needs
+cryptography, so the server has it made by the certificate worker, a short-lived child process
+(worker.py, through workerclient.CertWorker.self_signed), and calls ``make_self_signed`` itself
+only where no child can run.
+"""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from mailroom.acme.issued import write_private
 from mailroom.net.certinfo import CertificateFormatError, read_pem
 
+MIN_REMAINING = datetime.timedelta(days=7)  # a start this close to expiry makes a new one
 
-def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path, bool]:
+
+def self_signed_paths(directory: Path) -> tuple[Path, Path]:
+    return directory / "selfsigned.crt", directory / "selfsigned.key"
+
+
+def ensure_self_signed(
+    directory: Path, hostname: str, make: Callable[[Path, str], object] | None = None
+) -> tuple[Path, Path, bool]:
     """Return (cert, key) paths, creating them when absent or not for ``hostname``.
 
+    ``make(directory, hostname)`` writes a new pair (default: ``make_self_signed`` in this process).
     The third value says whether a new certificate was made.
     """
-    cert_path, key_path = directory / "selfsigned.crt", directory / "selfsigned.key"
+    cert_path, key_path = self_signed_paths(directory)
     if cert_path.exists() and key_path.exists():
         try:
             info = read_pem(cert_path.read_bytes())
-            if hostname in info.names and info.not_after > datetime.datetime.now(
-                datetime.UTC
-            ) + datetime.timedelta(days=7):
+            if (
+                hostname in info.names
+                and info.not_after > datetime.datetime.now(datetime.UTC) + MIN_REMAINING
+            ):
                 return cert_path, key_path, False
         except CertificateFormatError:
             pass
-    # making one is rare (first start, hostname change): only then load cryptography
+    (make or make_self_signed)(directory, hostname)
+    return cert_path, key_path, True
+
+
+def make_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """Write a new P-256 key (0600) and a self-signed certificate for ``hostname``, localhost,
+    127.0.0.1 and ::1, valid 825 days. Loads cryptography."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    cert_path, key_path = self_signed_paths(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -55,14 +80,8 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path, bool
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(key_path, key_pem)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path, True
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_private(key_path, key_pem)
+    tmp = cert_path.with_name(f".{cert_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, cert_path)
+    return cert_path, key_path
