@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from mailroom.net.listeners import ConnectionLimits
 from mailroom.policy.auth import Authenticator
 from mailroom.store import directory
 from mailroom.store.database import open_database, transaction
@@ -133,6 +134,18 @@ def test_ipv6_guessing_is_counted_per_64() -> None:
     assert auth.failure_delay("2001:db8:1:2:ffff::9", "other@example.org") == 8.0  # same /64
     assert auth.failure_delay("2001:db8:1:3::1", "other@example.org") == 1.0  # the next /64
     assert auth.failure_delay("192.0.2.1", "other@example.org") == 1.0
+
+
+def test_connection_limits_count_ipv6_per_64() -> None:
+    """Connections per client count IPv4 addresses singly and IPv6 per /64, as logins do."""
+    limits = ConnectionLimits(10, 2)
+    assert limits.admit("2001:db8::1") and limits.admit("2001:db8::2")
+    assert not limits.admit("2001:db8::ffff:1")  # same /64: a third one is refused
+    assert limits.admit("2001:db8:0:1::1")  # the next /64 has its own count
+    assert limits.admit("192.0.2.1") and limits.admit("192.0.2.1") and not limits.admit("192.0.2.1")
+    assert limits.admit("192.0.2.2")
+    limits.release("2001:db8::1")
+    assert limits.admit("2001:db8::3") and limits.open == 6
 
 
 def test_failed_login_lines_match_the_fail2ban_filter(srv: RunningServer) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import socket
 import ssl
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 from mailroom.config import Endpoint
 from mailroom.logs import new_conn_id
+from mailroom.policy.auth import client_key
 
 log = logging.getLogger("mailroom.net")
 
@@ -142,16 +142,7 @@ class ConnectionLimits:
         self.open = 0
         self.by_ip: Counter[str] = Counter()
 
-    @staticmethod
-    def client_key(ip: str) -> str:
-        """IPv4 addresses count singly, IPv6 per /64: one host usually holds a whole /64."""
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return ip
-        if address.version == 6:
-            return str(ipaddress.IPv6Network((address, 64), strict=False))
-        return ip
+    client_key = staticmethod(client_key)  # IPv4 singly, IPv6 per /64, as login throttling counts
 
     def admit(self, ip: str) -> bool:
         key = self.client_key(ip)
