@@ -617,6 +617,9 @@ def test_append_and_fetch_20mb_with_bounded_memory(server: RunningServer) -> Non
     c.command("SELECT INBOX")
     line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" * 2 + b"\r\n"
     body = b"Subject: big\r\n\r\n" + line * (20 * 1024 * 1024 // len(line))
+    # start the peak from here: the login's argon2 (19 MiB) must not hide what APPEND uses
+    with open(f"/proc/{server.proc.pid}/clear_refs", "w") as f:
+        f.write("5")
     before = _peak_rss_kib(server.proc.pid)
     c.send(b"a1 APPEND INBOX {%d}\r\n" % len(body))
     assert c.line() == b"+ Ready for message data"
@@ -633,7 +636,9 @@ def test_append_and_fetch_20mb_with_bounded_memory(server: RunningServer) -> Non
         fetch_items(c.command("FETCH 1 (BODY.PEEK[TEXT]<1000.10>)")[0])["BODY[TEXT]<1000>"] == body[1016:1026]
     )
     grown = _peak_rss_kib(server.proc.pid) - before
-    assert grown < 12 * 1024, f"server peak RSS grew by {grown} KiB for a 20 MiB message"
+    # streamed: well under the message's size (the store wrote a body twice, +44 MiB, before
+    # migration 5); what remains is chunk buffers and the reader threads' malloc arenas
+    assert grown < 16 * 1024, f"server peak RSS grew by {grown} KiB for a 20 MiB message"
     c.close()
 
 
