@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from mailroom.store import directory, mail
 from mailroom.store import imap_messages as im
 from mailroom.store import mailboxes as mb
-from mailroom.store.database import transaction
+from mailroom.store.database import open_database, transaction
 from mailroom.store.mailboxes import MailboxError
 
 MSG = b"Subject: hi\r\n\r\nbody\r\n"
@@ -184,3 +185,100 @@ def test_snapshot_uid_lists_follow_every_change(conn: sqlite3.Connection) -> Non
     assert list(im.snapshot(conn, inbox).uids) == []  # type: ignore[union-attr]
     moved = mail.get_mailbox(conn, account, "Moved")
     assert moved is not None and list(im.snapshot(conn, moved.id).uids) == [1, 3]  # type: ignore[union-attr]
+
+
+def _table(conn: sqlite3.Connection, mailbox_id: int) -> list[tuple[int, int, str]]:
+    """What the mailbox holds, straight from SQL."""
+    return [
+        (int(u), int(f), str(k))
+        for u, f, k in conn.execute(
+            "SELECT uid, flags, keywords FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+        )
+    ]
+
+
+def _indexed(
+    conn: sqlite3.Connection, mailbox_id: int, cached_only: bool = False
+) -> list[tuple[int, int, str]]:
+    conn.execute("BEGIN")
+    try:
+        index = im.mailbox_index(conn, mailbox_id, cached_only=cached_only)
+    finally:
+        conn.execute("COMMIT")
+    assert index is not None
+    assert len(index.uids) == len(index.flags)
+    return [(u, index.flags[i], index.keywords.get(i, "")) for i, u in enumerate(index.uids)]
+
+
+def test_mailbox_index_is_kept_up_to_date_from_the_changes(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index serving FETCH FLAGS and SELECT is read whole once, then brought forward from
+    the changes since its MODSEQ (RFC 7162: every change takes a new one): after each kind of
+    change it equals what SQL holds, without another whole read."""
+    account, inbox = setup(conn)
+    for n in range(40):
+        put(conn, inbox, flags=n % 3 and 1, keywords="$Label1" if n % 7 == 0 else "")
+    assert _indexed(conn, inbox) == _table(conn, inbox)
+    whole_reads: list[int] = []
+    read_index = im._read_index
+    monkeypatch.setattr(im, "_read_index", lambda *a: whole_reads.append(1) or read_index(*a))
+    changes = [
+        lambda: put(conn, inbox, flags=4, keywords="Work"),  # a new message with a keyword
+        lambda: write(conn, im.store_flags, inbox, [(5, 9)], "add", 4, ["Urgent"]),  # flags and keywords
+        lambda: write(conn, im.store_flags, inbox, [(1, 40)], "remove", 0, ["$Label1"]),  # keywords go
+        lambda: write(conn, mail.expunge, inbox, [2, 3, 17, 41]),  # from the middle and the end
+        lambda: put(conn, inbox),
+        lambda: write(conn, im.store_flags, inbox, [(30, 42)], "replace", 2, ["A", "B"]),
+        lambda: write(conn, mail.add_flags, inbox, [1, 4, 42], 8),  # POP3's \Seen / DELE path
+        lambda: write(conn, mail.expunge, inbox, [1]),  # the first one
+    ]
+    for change in changes:
+        change()
+        assert _indexed(conn, inbox, cached_only=True) == _table(conn, inbox)
+    assert not whole_reads
+    # many changes at once: a reader thread reads it whole; the event loop's thread does not
+    for _ in range(im.CACHED_CHANGES + 1):
+        put(conn, inbox)
+    with pytest.raises(im.NotCached):
+        _indexed(conn, inbox, cached_only=True)
+    assert _indexed(conn, inbox) == _table(conn, inbox) and whole_reads
+    # INBOX renamed: its messages move (recorded as expunged), the index follows
+    write(conn, mb.rename_mailbox, account, "INBOX", "Moved")
+    assert _indexed(conn, inbox) == [] == _table(conn, inbox)
+
+
+def test_mailbox_index_cache_is_per_database(tmp_path: Path) -> None:
+    """Two databases with the same mailbox ids, UIDVALIDITY, UIDNEXT and MODSEQ (tests open
+    many in one process) never share a cached index."""
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    conns = [open_database(tmp_path / name) for name in ("one", "two")]
+    try:
+        boxes = []
+        for flags, c in zip((1, 4), conns, strict=True):
+            _account, inbox = setup(c)
+            put(c, inbox, flags=flags)
+            boxes.append(inbox)
+        c1, c2 = conns
+        c1.execute("UPDATE mailboxes SET uidvalidity = 77")
+        c2.execute("UPDATE mailboxes SET uidvalidity = 77")
+        assert _indexed(c1, boxes[0]) == [(1, 1, "")]
+        assert _indexed(c2, boxes[1]) == [(1, 4, "")]
+        assert [list(im.snapshot(c, b).uids) for c, b in zip(conns, boxes, strict=True)] == [[1], [1]]  # type: ignore[union-attr]
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_select_snapshot_in_one_read(conn: sqlite3.Connection) -> None:
+    account, inbox = setup(conn)
+    put(conn, inbox, flags=1, keywords="$Label1 Work")
+    put(conn, inbox, keywords="work")
+    put(conn, inbox, flags=1)
+    snap = im.select_snapshot(conn, account, "inbox")  # RFC 9051 §5.1: any case
+    assert snap is not None and snap.mailbox_id == inbox and snap.name == "INBOX"
+    assert list(snap.uids) == [1, 2, 3] and snap.first_unseen_uid == 2 and snap.uidnext == 4
+    assert snap.keywords == ["$Label1", "Work"]  # each once, case-insensitively
+    assert im.select_snapshot(conn, account, "Nowhere") is None
+    assert im.snapshot(conn, 9999) is None

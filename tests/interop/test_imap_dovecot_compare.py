@@ -30,10 +30,6 @@ ITEMS = (
 SETS = ("flanker-messages", "python-email-testdata")
 # Known, deliberate differences (message, item): why
 KNOWN = {
-    # BINARY of a multipart: Dovecot converts the whole subtree to binary (decoding every child and
-    # rewriting its Content-Transfer-Encoding header); mailroom serves a multipart as stored
-    ("flanker-messages/bounce/office365.eml", "BINARY.SIZE[1]"): "multipart converted by Dovecot",
-    ("flanker-messages/mailgun-pic.eml", "BINARY.SIZE[1]"): "multipart converted by Dovecot",
     # Dovecot answers NO when another part of the message has broken encoded data; mailroom
     # decodes the part asked for
     ("flanker-messages/enclosed-broken-body.eml", "BINARY.SIZE[1]"): "Dovecot refuses the message",

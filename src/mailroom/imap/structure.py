@@ -28,6 +28,7 @@ __all__ = [
     "PartMap",
     "StreamDecoder",
     "UnknownEncoding",
+    "binary_header",
     "charset_of",
     "compute",
     "decode_transfer",
@@ -221,6 +222,21 @@ def filter_header(header: bytes, names: Sequence[str], exclude: bool) -> bytes:
         out += b"\r\n"
     out += b"\r\n"
     return bytes(out)
+
+
+def binary_header(header: bytes) -> bytes:
+    """The header block of a part whose body BINARY sends decoded: its Content-Transfer-Encoding
+    fields dropped and ``Content-Transfer-Encoding: binary`` added as the last field (as Dovecot's
+    binary conversion does; RFC 2045 §6.2: "binary" is data sent as it is)."""
+    out = bytearray()
+    fields = iter_header_lines(header, 0, len(header))
+    for line in fields:
+        if not (line.has_colon and line.name.lower() == b"content-transfer-encoding"):
+            out += header[line.start : line.end]
+    if out and not out.endswith(b"\n"):
+        out += b"\r\n"
+    out += b"Content-Transfer-Encoding: binary\r\n"
+    return bytes(out) + header[fields[-1].end if fields else 0 :]  # the blank line, as it was
 
 
 def decode_transfer(encoding: str, data: bytes) -> bytes:

@@ -49,7 +49,9 @@ class MailboxView:
         self.mailbox_id = mailbox_id
         self.name = name
         self.uidvalidity = uidvalidity
-        self.uids = uids[:] if isinstance(uids, array) else array("L", uids)  # its own copy
+        # an array is shared (the store's mailbox index) until the view changes: copy on write
+        self.uids = uids if isinstance(uids, array) else array("L", uids)
+        self._shared = isinstance(uids, array)
         self.uidnext = uidnext  # every UID below this that still exists is in the view
         self.modseq = modseq  # flag changes up to this MODSEQ have been reported
         self.read_only = read_only
@@ -141,7 +143,9 @@ class MailboxView:
         if len(gone) > 64:
             drop = {self.uids[seq - 1] for seq in gone}
             self.uids = array("L", (u for u in self.uids if u not in drop))
+            self._shared = False
         else:
+            self._own()
             for seq in gone:
                 del self.uids[seq - 1]
         self.recent.difference_update(wanted)
@@ -151,8 +155,14 @@ class MailboxView:
         """New messages (ascending UIDs, all >= uidnext)."""
         for uid in uids:
             if uid >= self.uidnext:
+                self._own()
                 self.uids.append(uid)
                 self.uidnext = uid + 1
+
+    def _own(self) -> None:
+        if self._shared:
+            self.uids = self.uids[:]
+            self._shared = False
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -19,8 +19,9 @@ import datetime as _dt
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mailroom import logs
 from mailroom.config import Config
@@ -35,7 +36,7 @@ from mailroom.imap.search import (
     uses_modseq,
 )
 from mailroom.imap.view import InvalidSequence, MailboxView
-from mailroom.net.imap_base import CommandFailed, Disconnect
+from mailroom.net.imap_base import CommandFailed, Disconnect, Preformatted
 from mailroom.net.imap_fetch import fetch
 from mailroom.net.listeners import Connection, SessionHandler
 from mailroom.net.sasl_exchange import Authenticated, Outcome, Rejected, SaslExchange, SendChallenge
@@ -43,6 +44,7 @@ from mailroom.net.tls import ServerTLS, describe
 from mailroom.policy.auth import Authenticator
 from mailroom.store import imap_messages as im
 from mailroom.store import mail, mailboxes
+from mailroom.store.database import is_storage_full, storage_full_error
 from mailroom.store.directory import Account
 from mailroom.store.mailboxes import MailboxError
 from mailroom.store.service import Store
@@ -72,7 +74,6 @@ from mailroom.wire.imap.responses import (
     ExpungeResponse,
     FetchResponse,
     FetchValue,
-    FlagsResponse,
     IdResponse,
     ListResponse,
     NamespaceResponse,
@@ -88,6 +89,7 @@ from mailroom.wire.imap.sequence import SequenceSet
 if TYPE_CHECKING:
     import sqlite3
 
+T = TypeVar("T")
 READ_SIZE = 256 * 1024
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
 # What this session implements on top of IMAP4rev1 (the engine parses more: QRESYNC is left out)
@@ -149,6 +151,17 @@ _MAILBOX_CODES = {
     "USEATTR": ResponseCode.USEATTR,
     "LIMIT": ResponseCode.LIMIT,
 }
+
+
+# RFC 5530 §3: OVERQUOTA, "the user would be over quota after the operation"; Dovecot answers a
+# full disk with exactly this (its MAIL_ERRSTR_NO_SPACE), for APPEND, COPY, MOVE and any other write
+_NO_SPACE = ("Not enough disk space", ResponseCode.OVERQUOTA)
+
+
+def _event_name(event: Event) -> str:
+    if isinstance(event, c.Command):
+        return event.name
+    return "APPEND" if isinstance(event, AppendEnd) else type(event).__name__
 
 
 def mailbox_failure(exc: MailboxError) -> CommandFailed:
@@ -255,6 +268,18 @@ class IMAPSession:
     async def _receive(self) -> bytes | None:
         """The client's next bytes; during IDLE, changes are announced while waiting. None: the
         autologout timer ran out (BYE sent)."""
+        if not self.idling and self.read_task is None:
+            # the common case, between commands: only the client to wait for (no task to make,
+            # no wait set; a read of what the client pipelined returns at once)
+            self.conn.idle = True
+            try:
+                async with asyncio.timeout(self._timeout()):
+                    return await self.conn.reader.read(READ_SIZE)
+            except TimeoutError:
+                await self._autologout()
+                return None
+            finally:
+                self.conn.idle = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout()
         while True:
@@ -283,10 +308,13 @@ class IMAPSession:
                 task, self.read_task = self.read_task, None
                 return task.result()
             if not done:
-                self.log.info("autologout after %.0fs of inactivity", self._timeout())
-                self.engine.send(Untagged("BYE", "Autologout; idle for too long"))
-                await self._flush()
+                await self._autologout()
                 return None
+
+    async def _autologout(self) -> None:
+        self.log.info("autologout after %.0fs of inactivity", self._timeout())
+        self.engine.send(Untagged("BYE", "Autologout; idle for too long"))
+        await self._flush()
 
     def _on_change(self, account_id: int) -> None:
         self.changed.set()
@@ -312,9 +340,17 @@ class IMAPSession:
             raise
         except LocalProtocolError:
             raise
-        except Exception:
-            self.log.exception("internal error handling %s", type(event).__name__)
+        except Exception as exc:
             self._discard_appends()
+            full = storage_full_error(exc)
+            if full is not None:
+                # the environment's fault, not ours: one line, no traceback; the store rolled the
+                # write back, so nothing was half done and the session goes on
+                self.log.error("%s failed: not enough disk space: %s", _event_name(event), full)
+                if self.pending_tag is not None:
+                    self._tagged("NO", *_NO_SPACE)
+                return
+            self.log.exception("internal error handling %s", type(event).__name__)
             if self.pending_tag is not None:
                 self._tagged("NO", "Internal error, try again later", ResponseCode.SERVERBUG)
 
@@ -499,6 +535,15 @@ class IMAPSession:
         except MailboxError as exc:
             raise mailbox_failure(exc) from None
 
+    async def _read_cached(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(conn, *args, cached_only=True)`` right here on the event loop's thread when it
+        can answer from the mailbox index cache with a few indexed rows (the hop to a reader
+        thread and back costs several times more); else ``fn`` on a reader thread."""
+        try:
+            return self.store.read_now(fn, *args, cached_only=True)
+        except im.NotCached:
+            return await self.store.read(fn, *args)
+
     async def _mailbox_id(self, name: str) -> int | None:
         return await self.store.read(im.mailbox_id_by_name, self._account_id(), name)
 
@@ -518,21 +563,24 @@ class IMAPSession:
             self.engine.send(Untagged("OK", "Previous mailbox closed", ResponseCode.CLOSED))
         if cmd.condstore:
             self.engine.enable(["CONDSTORE"])
-        info = await self.store.read(im.select_info, self._account_id(), cmd.mailbox)
-        if info is None:
-            raise CommandFailed("Mailbox does not exist", ResponseCode.NONEXISTENT)
-        mailbox_id, recent_uid, uidnext = info
-        read_only = cmd.read_only
-        claim = (uidnext, uidnext)
-        if not read_only and recent_uid < uidnext:
-            # RFC 3501 §2.3.2 \Recent goes to one session: claim it while the snapshot is read
-            snap, claim = await asyncio.gather(
-                self.store.read(im.snapshot, mailbox_id), self.store.write(im.claim_all_recent, mailbox_id)
-            )
-        else:
-            snap = await self.store.read(im.snapshot, mailbox_id)
+        # one read for the whole snapshot (it says whether \Recent is to claim); a change
+        # committed from here on is announced after the SELECT
+        self.changed.clear()
+        snap = await self._read_cached(im.select_snapshot, self._account_id(), cmd.mailbox)
         if snap is None:
             raise CommandFailed("Mailbox does not exist", ResponseCode.NONEXISTENT)
+        read_only = cmd.read_only
+        claim = (snap.uidnext, snap.uidnext)
+        if not read_only and snap.recent_uid < snap.uidnext:
+            # RFC 3501 §2.3.2 \Recent goes to one session. The claim may reach past the snapshot:
+            # those newer UIDs are this session's when _announce brings them (recent_claim).
+            try:
+                claim = await self.store.write(im.claim_all_recent, snap.mailbox_id)
+            except Exception as exc:
+                if not is_storage_full(exc):
+                    raise
+                # a full disk must not stop reading mail: nothing claimed, nothing shown as \Recent
+                self.log.error("SELECT: \\Recent not claimed: not enough disk space: %s", exc)
         first, upto = claim
         recent = [u for u in snap.uids if first <= u < upto] if first < upto else []
         view = MailboxView(
@@ -546,23 +594,8 @@ class IMAPSession:
             recent,
         )
         view.recent_claim = claim
-        rev2 = "IMAP4rev2" in self.engine.enabled
-        system = [name for name, _bit in imap_flags.SYSTEM_FLAGS]
-        self.engine.send(FlagsResponse([*system, *snap.keywords]))
-        permanent = [] if read_only else [*system, *snap.keywords, "\\*"]
-        self.engine.send(Untagged("OK", "Flags permitted", ResponseCode.permanentflags(permanent)))
-        self.engine.send(Exists(view.exists))
-        if not rev2:
-            self.engine.send(Recent(len(view.recent)))
-            if snap.first_unseen_uid is not None:
-                seq = view.seq_of(snap.first_unseen_uid)
-                if seq is not None:
-                    self.engine.send(Untagged("OK", f"First unseen message {seq}", ResponseCode.unseen(seq)))
-        self.engine.send(Untagged("OK", "UIDs valid", ResponseCode.uidvalidity(snap.uidvalidity)))
-        self.engine.send(Untagged("OK", "Predicted next UID", ResponseCode.uidnext(snap.uidnext)))
-        self.engine.send(Untagged("OK", "Highest", ResponseCode.highestmodseq(snap.highestmodseq)))
+        self.engine.send(Preformatted(_select_data(snap, view, "IMAP4rev2" in self.engine.enabled)))
         self.view = view
-        self.changed.clear()
         self.engine.selected(read_only)
         self.log.debug("select mailbox=%s exists=%d", snap.name, view.exists)
         if read_only:
@@ -668,11 +701,15 @@ class IMAPSession:
             self._append_failed(exc)
 
     def _append_failed(self, exc: OSError) -> None:
-        self.log.error("APPEND spool write failed: %s", exc)
         self._discard_appends()
-        self.append_error = CommandFailed(
-            "Cannot store the message now, try again later", ResponseCode.UNAVAILABLE
-        )
+        if is_storage_full(exc):
+            self.log.error("APPEND failed: not enough disk space: spool write: %s", exc)
+            self.append_error = CommandFailed(*_NO_SPACE)
+        else:
+            self.log.error("APPEND spool write failed: %s", exc)
+            self.append_error = CommandFailed(
+                "Cannot store the message now, try again later", ResponseCode.UNAVAILABLE
+            )
 
     def _discard_appends(self) -> None:
         for msg in self.appending:
@@ -747,7 +784,14 @@ class IMAPSession:
             lo, hi = view.recent_claim
             view.recent.update(u for u in new_uids if lo <= u < hi)  # claimed at SELECT already
             if not view.read_only and changes.recent_uid <= new_uids[-1]:
-                first = await self.store.write(im.claim_recent, view.mailbox_id, new_uids[-1] + 1)
+                try:
+                    first = await self.store.write(im.claim_recent, view.mailbox_id, new_uids[-1] + 1)
+                except Exception as exc:
+                    if not is_storage_full(exc):
+                        raise
+                    # the view already counts the new messages: the EXISTS below must go out
+                    self.log.error("\\Recent not claimed: not enough disk space: %s", exc)
+                    first = new_uids[-1] + 1
                 view.recent.update(u for u in new_uids if u >= first)
             self.engine.send(Exists(view.exists))
             if not rev2:
@@ -922,6 +966,30 @@ class IMAPSession:
         else:
             await self._announce(force=False, expunge=uid)
             self._ok("COPY completed", code)
+
+
+_SYSTEM_FLAG_LIST = " ".join(name for name, _bit in imap_flags.SYSTEM_FLAGS).encode("ascii")
+
+
+def _select_data(snap: im.Snapshot, view: MailboxView, rev2: bool) -> bytes:
+    """SELECT/EXAMINE's untagged data in one piece (RFC 9051 §6.3.2: FLAGS, PERMANENTFLAGS,
+    EXISTS, UIDVALIDITY, UIDNEXT; IMAP4rev1 adds RECENT and UNSEEN, RFC 3501 §6.3.1; RFC 7162
+    §3.1.2.1 HIGHESTMODSEQ), in the form and order Dovecot sends them."""
+    flags = _SYSTEM_FLAG_LIST + b"".join(b" " + kw.encode("utf-8") for kw in snap.keywords)
+    permanent = b"" if view.read_only else flags + b" \\*"
+    out = b"* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s)] Flags permitted\r\n* %d EXISTS\r\n" % (
+        flags,
+        permanent,
+        view.exists,
+    )
+    if not rev2:
+        out += b"* %d RECENT\r\n" % len(view.recent)
+        if snap.first_unseen_uid is not None and (seq := view.seq_of(snap.first_unseen_uid)) is not None:
+            out += b"* OK [UNSEEN %d] First unseen message %d\r\n" % (seq, seq)
+    return out + (
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT %d] Predicted next UID\r\n"
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (snap.uidvalidity, snap.uidnext, snap.highestmodseq)
+    )
 
 
 def _search_job(

@@ -7,6 +7,18 @@ import datetime as _dt
 from mailroom.wire.imap.responses import ResponseCode
 
 
+class Preformatted:
+    """Untagged responses already in wire form (the bulk FETCH and SELECT paths)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def to_bytes(self, *, utf8: bool = False) -> bytes:
+        return self.data
+
+
 class Disconnect(Exception):
     """End the session after what has been queued (BYE already sent)."""
 

@@ -7,6 +7,7 @@ after the WAL has been fsync'd, so every store call that reports success survive
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -34,6 +35,34 @@ class NotFoundError(StoreError):
 
 class ConflictError(StoreError):
     """The operation would break a rule (duplicate name, still referenced, ...)."""
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """The disk (or the user's disk quota) is full: SQLite's SQLITE_FULL ("database or disk is
+    full", also when the WAL cannot grow) or ENOSPC/EDQUOT from a spool or other file write.
+    The environment's fault, not ours: sessions answer it (SMTP 452 4.3.1, IMAP NO [OVERQUOTA],
+    POP3 -ERR [SYS/TEMP]) and log one line, without a traceback."""
+    return storage_full_error(exc) is not None
+
+
+def storage_full_error(exc: BaseException) -> BaseException | None:
+    """The full-disk error behind ``exc`` (itself or what it was raised while handling), if any.
+    SQLite may roll a whole transaction back on SQLITE_FULL; the ROLLBACK TO of the job's
+    savepoint then fails with "no such savepoint", and that is what reaches the caller."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, sqlite3.Error):
+            code = getattr(seen, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:  # an extended code's primary
+                return seen
+            if code is None and "database or disk is full" in str(seen):
+                return seen
+        elif isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def db_path(data_dir: Path) -> Path:

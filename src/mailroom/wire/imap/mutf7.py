@@ -23,6 +23,7 @@ class MUTF7Error(ValueError):
 
 # modified BASE64 alphabet: RFC 2152 base64 with "," for "/"
 _B64_RUN = re.compile(rb"&([A-Za-z0-9+,]*)-")
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")  # RFC 3501 §5.1.3: names are printable US-ASCII
 
 
 def _is_direct(ch: str) -> bool:
@@ -54,8 +55,10 @@ def encode(name: str) -> str:
 def decode(data: str | bytes) -> str:
     """Decode a modified UTF-7 mailbox name; raise :class:`MUTF7Error` on anything non-canonical."""
     raw = data.encode("latin-1") if isinstance(data, str) else bytes(data)
-    if any(b < 0x20 or b > 0x7E for b in raw):
+    if not _PRINTABLE.fullmatch(raw):
         raise MUTF7Error("mailbox name has a byte outside printable US-ASCII")
+    if b"&" not in raw:  # the common case: nothing encoded
+        return raw.decode("ascii")
     out: list[str] = []
     pos = 0
     last_run_end = -1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -1121,8 +1122,42 @@ _UID_COMMANDS: dict[str, Callable[[_Parser, str, bool], c.Command]] = {
 COMMAND_NAMES: Final = frozenset([*_SIMPLE_COMMANDS, *_COMMANDS, *(f"UID {name}" for name in _UID_COMMANDS)])
 
 
+# ``tag SP ["UID" SP] "FETCH" SP sequence-set SP``: the head of the commonest command there is
+# (a sync client sends one per message, each with the same items)
+_FETCH_HEAD = re.compile(rb'([^\x00-\x20\x7f-\xff(){%*"\\+]+) (?:(UID) )?FETCH ([0-9:,*]+) ', re.IGNORECASE)
+
+
+_FETCH_CACHED_MAX = 512  # longer item lists (header field lists, literals) are parsed each time
+
+
+@functools.lru_cache(maxsize=128)
+def _fetch_items(rest: bytes, uid: bool, utf8: bool) -> tuple[c.FetchItem, ...] | None:
+    """The items of a FETCH whose sequence set is followed by ``rest``, parsed once per distinct
+    ``rest``; None when that has modifiers or does not parse (the whole command is parsed then,
+    for the one true answer or error)."""
+    head = b"t UID FETCH 1 " if uid else b"t FETCH 1 "
+    try:
+        cmd = _Parser(head + rest + b"\r\n", utf8=utf8).command()
+    except Exception:
+        return None
+    if not isinstance(cmd, c.Fetch) or cmd.changed_since is not None or cmd.vanished:
+        return None
+    return cmd.items
+
+
 def parse_command(data: bytes, *, utf8: bool = False) -> c.Command:
     """Parse one complete command (its final CRLF included). Raises :class:`ParseError`."""
+    m = _FETCH_HEAD.match(data)
+    if m is not None and data.endswith(b"\r\n") and len(data) - m.end() <= _FETCH_CACHED_MAX:
+        uid = m.group(2) is not None
+        items = _fetch_items(data[m.end() : -2], uid, utf8)
+        if items is not None:
+            try:
+                sequence = SequenceSet.parse(m.group(3))
+            except SequenceSetError:
+                pass
+            else:
+                return c.Fetch(m.group(1).decode("ascii"), uid, sequence, items)
     parser = _Parser(data, utf8=utf8)
     try:
         return parser.command()

@@ -88,6 +88,11 @@ class SequenceSet:
             return cls((), saved=True)
         if not data:
             raise SequenceSetError("empty sequence-set")
+        if data.isdigit() and len(data) <= 10 and data[:1] != b"0":  # one number: the common case
+            value = int(data)
+            if value > MAX_NZ_NUMBER:
+                raise SequenceSetError(f"seq-number {value} out of range")
+            return cls(((value, value),))
         out: list[tuple[int | None, int | None]] = []
         for item in data.split(b","):
             lo_text, colon, hi_text = item.partition(b":")
@@ -118,6 +123,13 @@ class SequenceSet:
         """
         if self.saved:
             raise SequenceSetError('"$" must be replaced by the saved search result')
+        if len(self.ranges) == 1:  # one range needs no sorting or merging
+            lo, hi = self.ranges[0]
+            a = largest if lo is None else lo
+            b = largest if hi is None else hi
+            if a > b:
+                a, b = b, a
+            return ((max(a, 1), b),) if b >= 1 else ()
         spans: list[tuple[int, int]] = []
         for lo, hi in self.ranges:
             a = largest if lo is None else lo
