@@ -24,6 +24,7 @@ from mailroom.net.sasl_exchange import Authenticated, Outcome, Rejected, SaslExc
 from mailroom.net.tls import ServerTLS, describe
 from mailroom.policy.auth import Authenticator
 from mailroom.store import mail
+from mailroom.store.database import is_storage_full
 from mailroom.store.directory import Account
 from mailroom.store.service import Store
 from mailroom.wire import pop3
@@ -370,7 +371,7 @@ class POP3Session:
         try:
             await self.ctx.store.write(apply_update, self.mailbox_id, deleted, sorted(self.retrieved))
         except Exception as exc:
-            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            if is_storage_full(exc):
                 # the environment's fault (even a DELETE needs WAL space): one line, no traceback
                 self.log.error("update failed; nothing was deleted: %s", exc)
             else:

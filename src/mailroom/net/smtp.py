@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import errno
 import logging
 import secrets
 import sqlite3
@@ -40,6 +39,7 @@ from mailroom.net.sasl_exchange import Authenticated, Outcome, Rejected, SaslExc
 from mailroom.net.tls import ServerTLS, describe
 from mailroom.policy.auth import Authenticator
 from mailroom.store import directory, sending
+from mailroom.store.database import is_storage_full
 from mailroom.store.delivery import Delivery, DeliveryResult, LocalCopy, deliver
 from mailroom.store.directory import Account
 from mailroom.store.queue import QueueEnvelope, QueueRecipient
@@ -417,7 +417,7 @@ class SMTPSession:
 
     def _storage_reply(self, exc: OSError) -> Reply:
         self.log.error("spool write failed: %s", exc)
-        return NO_STORAGE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else LOCAL_ERROR
+        return NO_STORAGE if is_storage_full(exc) else LOCAL_ERROR
 
     async def _body_end(self) -> None:
         tx = self.tx
@@ -467,10 +467,9 @@ class SMTPSession:
         )
         try:
             result = await self.ctx.store.write(deliver, delivery)
-        except sqlite3.OperationalError as exc:
-            full = "full" in str(exc)
+        except sqlite3.Error as exc:
             self.log.error("storing message failed: %s", exc)
-            self.engine.reject(NO_STORAGE if full else LOCAL_ERROR)
+            self.engine.reject(NO_STORAGE if is_storage_full(exc) else LOCAL_ERROR)  # RFC 3463 4.3.1
             self._end_transaction()
             return
         finally:

@@ -93,6 +93,8 @@ class Store:
                     outcomes.append((True, job.fn(conn)))
                     conn.execute("RELEASE job")
                 except Exception as exc:
+                    if not conn.in_transaction:  # SQLite rolled it all back (SQLITE_FULL): fail the batch
+                        raise
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((False, exc))
