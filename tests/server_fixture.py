@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,6 +118,18 @@ def write_config(root: Path, ports: dict[str, int], extra: str = "") -> Path:
         f'[listeners]\n{listeners}\n{dns}[log]\nlevel = "debug"\n{extra}'
     )
     return path
+
+
+def new_account(server: RunningServer, prefix: str = "u") -> str:
+    """A fresh account (default mailboxes only) in the running server's database."""
+    address = f"{prefix}{uuid.uuid4().hex[:10]}@example.org"
+    conn = server.db()
+    try:
+        with transaction(conn):
+            directory.add_account(conn, address, PASSWORD)
+    finally:
+        conn.close()
+    return address
 
 
 def populate(data_dir: Path) -> None:

@@ -7,32 +7,18 @@ from __future__ import annotations
 
 import re
 import smtplib
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from mailroom.store import directory
-from mailroom.store.database import transaction
 from tests.imap.raw_client import RawIMAP
-from tests.server_fixture import PASSWORD, RunningServer, running_server
+from tests.server_fixture import PASSWORD, RunningServer, new_account, running_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("imap-index"), services=("smtp", "imaps")) as srv:
         yield srv
-
-
-def new_account(server: RunningServer) -> str:
-    address = f"i{uuid.uuid4().hex[:10]}@example.org"
-    conn = server.db()
-    try:
-        with transaction(conn):
-            directory.add_account(conn, address, PASSWORD)
-    finally:
-        conn.close()
-    return address
 
 
 def client(server: RunningServer, user: str) -> RawIMAP:
@@ -85,7 +71,7 @@ def same_both_ways(c: RawIMAP) -> list[bytes]:
 
 
 def test_indexed_fetch_flags_answers_as_row_by_row(server: RunningServer) -> None:
-    user = new_account(server)
+    user = new_account(server, "i")
     a, b = client(server, user), client(server, user)
     for flags in ("\\Seen", "\\Flagged $Label1", "", "\\Draft Work $Label1", "\\Answered \\Seen"):
         append(a, flags)
@@ -118,7 +104,7 @@ def test_indexed_fetch_flags_answers_as_row_by_row(server: RunningServer) -> Non
 
 def test_sessions_sharing_the_index_never_see_each_others_changes_early(server: RunningServer) -> None:
     """Both views start out as the store's one UID array; whichever changes first copies it."""
-    user = new_account(server)
+    user = new_account(server, "i")
     deliver(server, user, 6)
     x, y = client(server, user), client(server, user)
     x.command("SELECT INBOX")

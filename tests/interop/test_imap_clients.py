@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from mailroom.store import directory
-from mailroom.store.database import transaction
 from tests.imap.raw_client import RawIMAP
 from tests.interop.conftest import require_tool
-from tests.server_fixture import PASSWORD, RunningServer, running_server
+from tests.server_fixture import PASSWORD, RunningServer, new_account, running_server
 
 pytestmark = pytest.mark.interop
 
@@ -31,17 +29,6 @@ pytestmark = pytest.mark.interop
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("imap-clients"), services=("smtp", "imap", "imaps")) as srv:
         yield srv
-
-
-def new_account(server: RunningServer) -> str:
-    address = f"c{uuid.uuid4().hex[:8]}@example.org"
-    conn = server.db()
-    try:
-        with transaction(conn):
-            directory.add_account(conn, address, PASSWORD)
-    finally:
-        conn.close()
-    return address
 
 
 def deliver(server: RunningServer, to: str, subject: str, body: str = "hello") -> None:
@@ -75,7 +62,7 @@ def maildir_files(folder: Path) -> list[Path]:
 
 def test_mbsync_full_then_incremental_both_ways(server: RunningServer, tmp_path: Path) -> None:
     mbsync = require_tool("mbsync")
-    user = new_account(server)
+    user = new_account(server, "c")
     for i in range(3):
         deliver(server, user, f"mbsync message {i}")
     local = tmp_path / "mail"
@@ -150,7 +137,7 @@ SyncState *
 
 def test_curl_imap_starttls_and_imaps(server: RunningServer) -> None:
     curl = require_tool("curl")
-    user = new_account(server)
+    user = new_account(server, "c")
     deliver(server, user, "curl subject", "curl body text")
     r = run(
         [curl, "-sS", "--ssl-reqd", "--cacert", str(cert(server)), "--user", f"{user}:{PASSWORD}",
@@ -178,7 +165,7 @@ def test_curl_imap_starttls_and_imaps(server: RunningServer) -> None:
 
 def test_offlineimap(server: RunningServer, tmp_path: Path) -> None:
     offlineimap = require_tool("offlineimap")
-    user = new_account(server)
+    user = new_account(server, "c")
     deliver(server, user, "offlineimap subject")
     rc = tmp_path / "offlineimaprc"
     rc.write_text(
@@ -217,7 +204,7 @@ sslcacertfile = {cert(server)}
 def test_neomutt_reads_a_message(server: RunningServer, tmp_path: Path) -> None:
     neomutt = require_tool("neomutt")
     tmux = require_tool("tmux")
-    user = new_account(server)
+    user = new_account(server, "c")
     subject = f"neomutt {uuid.uuid4().hex[:6]}"
     deliver(server, user, subject, "the body neomutt shows")
     muttrc = tmp_path / "muttrc"

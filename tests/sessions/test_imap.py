@@ -11,33 +11,18 @@ import smtplib
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from mailroom.store import directory
-from mailroom.store.database import transaction
 from tests.imap.raw_client import RawIMAP, fetch_items, tls_context
-from tests.server_fixture import PASSWORD, RunningServer, running_server
+from tests.server_fixture import PASSWORD, RunningServer, new_account, running_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with running_server(tmp_path_factory.mktemp("imap"), services=("smtp", "imap", "imaps")) as srv:
         yield srv
-
-
-def new_account(server: RunningServer) -> str:
-    """A fresh account with only the default mailboxes."""
-    address = f"u{uuid.uuid4().hex[:10]}@example.org"
-    conn = server.db()
-    try:
-        with transaction(conn):
-            directory.add_account(conn, address, PASSWORD)
-    finally:
-        conn.close()
-    return address
 
 
 def client(server: RunningServer, user: str) -> RawIMAP:

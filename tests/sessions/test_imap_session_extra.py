@@ -9,15 +9,12 @@ import hmac
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from mailroom.store import directory
-from mailroom.store.database import transaction
 from tests.imap.raw_client import RawIMAP
-from tests.server_fixture import PASSWORD, RunningServer, running_server
+from tests.server_fixture import PASSWORD, RunningServer, new_account, running_server
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +26,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield srv
 
 
-def new_account(server: RunningServer) -> str:
-    address = f"x{uuid.uuid4().hex[:8]}@example.org"
-    conn = server.db()
-    try:
-        with transaction(conn):
-            directory.add_account(conn, address, PASSWORD)
-    finally:
-        conn.close()
-    return address
-
-
 def _hmac(key: bytes, msg: bytes) -> bytes:
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
 def test_authenticate_scram_sha_256(server: RunningServer) -> None:
-    user = new_account(server)
+    user = new_account(server, "x")
     c = RawIMAP(server.ports["imaps"])
     nonce = base64.b64encode(os.urandom(18)).decode()
     first_bare = f"n={user},r={nonce}"
@@ -107,8 +93,8 @@ def _run_transcript(server: RunningServer, user: str, one_octet_at_a_time: bool)
 
 
 def test_pipelined_transcript_split_at_every_octet(server: RunningServer) -> None:
-    whole = _run_transcript(server, new_account(server), False)
-    split = _run_transcript(server, new_account(server), True)
+    whole = _run_transcript(server, new_account(server, "x"), False)
+    split = _run_transcript(server, new_account(server, "x"), True)
     assert split == whole
     assert b"e OK FETCH completed" in whole and b"* SEARCH 1" in whole and b"h BAD" in whole
     assert whole.endswith(b"* BYE Logging out\ni OK LOGOUT completed")
@@ -116,7 +102,7 @@ def test_pipelined_transcript_split_at_every_octet(server: RunningServer) -> Non
 
 def test_autologout(server: RunningServer) -> None:
     c = RawIMAP(server.ports["imaps"])
-    c.login(new_account(server), PASSWORD)
+    c.login(new_account(server, "x"), PASSWORD)
     start = time.monotonic()
     c.sock.settimeout(10)
     assert c.line() == b"* BYE Autologout; idle for too long"
