@@ -40,12 +40,19 @@ def test_sighup_applies_only_a_valid_config(tmp_path: Path) -> None:
         assert wait_until(
             lambda: "reload refused, keeping the running config: limits.message_size" in srv.log()
         )
-        srv.config_path.write_text(original.replace('level = "debug"', 'level = "info"'))
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], local_hostname="c") as s:
+            s.ehlo()
+            before = s.esmtp_features["size"]
+        srv.config_path.write_text(
+            original.replace('level = "debug"', 'level = "info"') + '\n[limits]\nmessage_size = "7M"\n'
+        )
         srv.proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: "reload: configuration applied" in srv.log())
-        # still serving
+        # still serving, and a new session runs on the new [limits] (RFC 1870 SIZE in EHLO)
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], local_hostname="c") as s:
             assert s.noop()[0] == 250
+            s.ehlo()
+            assert s.esmtp_features["size"] == str(7 * 1024 * 1024) != before
 
 
 def test_admin_commands_while_serving(tmp_path: Path) -> None:

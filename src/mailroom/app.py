@@ -24,6 +24,7 @@ from mailroom.config import Config, ConfigError
 from mailroom.net.listeners import KINDS, BindError, ConnectionLimits, Listener, SessionHandler, bind
 from mailroom.net.tls import ServerTLS, TLSError
 from mailroom.passwords import generate_password
+from mailroom.policy.auth import Authenticator
 from mailroom.store import directory
 from mailroom.store.database import StoreError, open_database, transaction
 from mailroom.store.service import Store
@@ -31,6 +32,7 @@ from mailroom.store.spool import clean_spool
 
 if TYPE_CHECKING:
     from mailroom.delivery.runner import QueueRunner
+    from mailroom.services import SessionContext
 
 log = logging.getLogger("mailroom.server")
 
@@ -236,6 +238,8 @@ class Server:
         self.stopping = asyncio.Event()
         self.lock: ServerLock | None = None
         self.handlers: dict[str, SessionHandler] = {}
+        self.contexts: list[SessionContext] = []  # what each protocol's sessions read the config from
+        self.limits: ConnectionLimits | None = None
         self.challenges = ChallengeResponder(cfg.data_path / "tls" / "tmp")
         self.certs: CertificateManager | None = None
         self.cert_worker = True  # certificates are made in a child process unless it could not run
@@ -297,7 +301,9 @@ class Server:
 
     async def start(self, sockets: list[tuple[str, socket.socket]]) -> None:
         assert self.tls is not None
-        limits = ConnectionLimits(self.cfg.limits.max_connections, self.cfg.limits.max_connections_per_ip)
+        limits = self.limits = ConnectionLimits(
+            self.cfg.limits.max_connections, self.cfg.limits.max_connections_per_ip
+        )
         for service, sock in sockets:
             kind = KINDS[service]
             handler = self.handlers.get(kind.protocol)
@@ -335,6 +341,7 @@ class Server:
                 self.challenges,
                 queued=self.runner.wake,
                 resolver=resolver,
+                contexts=self.contexts,
             )
             if self.cfg.dev:
                 ensure_demo_account(self.cfg.data_path, self.cfg.server.hostname, self.out)
@@ -383,6 +390,17 @@ class Server:
             log.warning("reload: changes to [%s] take effect after a restart", "], [".join(restart))
         keep = {name: getattr(self.cfg, name) for name in restart}
         self.cfg = dataclasses.replace(new, **keep)
+        # sessions that start from now on see the new [limits], [delivery], [log]...
+        for context in self.contexts:
+            context.cfg = self.cfg
+            auth = getattr(context, "auth", None)
+            if isinstance(auth, Authenticator):
+                auth.cache.ttl = self.cfg.limits.auth_cache_ttl
+        if self.runner is not None:
+            self.runner.cfg = self.cfg
+        if self.limits is not None:
+            self.limits.total = self.cfg.limits.max_connections
+            self.limits.per_ip = self.cfg.limits.max_connections_per_ip
         logs.set_level(self.cfg.log.level)
         if self.certs is not None:
             self.certs.reload()  # files: re-read cert and key now; acme: re-check (and `cert renew`)

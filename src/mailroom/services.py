@@ -41,14 +41,26 @@ def build_handlers(
     challenges: ChallengeResponder | None = None,
     queued: Callable[[], None] = lambda: None,
     resolver: Resolver | None = None,
+    contexts: list[SessionContext] | None = None,
 ) -> dict[str, SessionHandler]:
+    """The session handler per protocol. ``contexts`` (when given) receives each handler's context,
+    so a reload can hand new sessions the new config."""
     auth = Authenticator(store, cache_ttl=cfg.limits.auth_cache_ttl)
     lookup = from_dns(resolver) if resolver is not None and cfg.dns_enabled else None
     srs = SRS([srs_key(store.data_dir)])
     challenges = challenges or ChallengeResponder()
+    smtp = SMTPContext(cfg, store, tls, auth, queued=queued, lookup=lookup, srs=srs)
+    pop3 = POP3Context(cfg, store, tls, auth)
+    imap = IMAPContext(cfg, store, tls, auth, stopping)
+    web = WebContext(cfg, tls, build_router(challenges), challenges)
+    if contexts is not None:
+        contexts.extend((smtp, pop3, imap, web))
     return {
-        "smtp": smtp_handler(SMTPContext(cfg, store, tls, auth, queued=queued, lookup=lookup, srs=srs)),
-        "pop3": pop3_handler(POP3Context(cfg, store, tls, auth)),
-        "imap": imap_handler(IMAPContext(cfg, store, tls, auth, stopping)),
-        "http": http_handler(WebContext(cfg, tls, build_router(challenges), challenges)),
+        "smtp": smtp_handler(smtp),
+        "pop3": pop3_handler(pop3),
+        "imap": imap_handler(imap),
+        "http": http_handler(web),
     }
+
+
+SessionContext = SMTPContext | POP3Context | IMAPContext | WebContext
