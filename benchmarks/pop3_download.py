@@ -38,6 +38,7 @@ from benchlib import (
     PEERS_STATE,
     SINK,
     BenchError,
+    DovecotPeer,
     Mailroom,
     listening,
     run_script,
@@ -197,27 +198,6 @@ def mailroom_with(messages: list[bytes]) -> Iterator[Target]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _ensure_dovecot_user() -> None:
-    """Add the benchmark user to the peers' passwd-file, hashed like the others (SHA512-CRYPT, as
-    start-dovecot.sh does): the login cost is part of the download."""
-    users = PEERS_STATE / "dovecot" / "users"
-    lines = users.read_text().splitlines()
-    if any(line.startswith(f"{DOVECOT_USER}:{{SHA512-CRYPT}}") for line in lines):
-        return
-    hashed = subprocess.run(
-        ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", DOVECOT_PASSWORD], capture_output=True, text=True
-    ).stdout.strip()
-    if not hashed.startswith("{SHA512-CRYPT}"):
-        raise BenchError("doveadm pw did not give a SHA512-CRYPT hash")
-    lines = [line for line in lines if not line.startswith(f"{DOVECOT_USER}:")]
-    st = users.stat()
-    tmp = users.with_name(f"users.{os.getpid()}")
-    tmp.write_text("\n".join([*lines, f"{DOVECOT_USER}:{hashed}::::::"]) + "\n")
-    os.chown(tmp, st.st_uid, st.st_gid)
-    os.chmod(tmp, st.st_mode & 0o777)
-    os.replace(tmp, users)
-
-
 def _dovecot_sessions() -> bool:
     conf = PEERS_STATE / "dovecot" / "dovecot.conf"
     who = subprocess.run(["doveadm", "-c", str(conf), "who", DOVECOT_USER], capture_output=True, text=True)
@@ -228,7 +208,7 @@ def _dovecot_sessions() -> bool:
 def dovecot_with(messages: list[bytes], log: Path) -> Iterator[Target]:
     if not listening(DOVECOT_POP3S):  # benchmarks/run starts it; a running one is not reloaded
         run_script("start-dovecot.sh", log)
-    _ensure_dovecot_user()
+    DovecotPeer(log).ensure_user(DOVECOT_USER, DOVECOT_PASSWORD)
     local, domain = DOVECOT_USER.split("@")
     home = PEERS_STATE / "mail" / domain / local
     shutil.rmtree(home, ignore_errors=True)

@@ -180,7 +180,7 @@ class POP3Session:
                 await self._flush()
                 timeout = self.ctx.cfg.limits.pop3_timeout
                 try:
-                    data = await self._read(timeout)
+                    data = await self.conn.read(READ_SIZE, timeout)
                 except TimeoutError:
                     self.log.info("timeout after %ss of silence", timeout)
                     self.conn.writer.write(b"-ERR [SYS/TEMP] autologout: idle for too long\r\n")
@@ -203,18 +203,6 @@ class POP3Session:
                 # else a multi-line answer is half sent (or UPDATE failed after its reply):
                 # only closing the connection tells the client it is incomplete
                 return
-
-    async def _read(self, timeout: float) -> bytes:
-        """Connection.read (the connection counts as idle while waiting: a shutdown may end it
-        at once) with asyncio.timeout instead of wait_for, which in Python 3.11 wraps every read
-        in a new task: one command per round trip makes that a measurable share of a download."""
-        conn = self.conn
-        conn.idle = True
-        try:
-            async with asyncio.timeout(timeout):
-                return await conn.reader.read(READ_SIZE)
-        finally:
-            conn.idle = False
 
     async def _handle(self, event: pop3.Event | object) -> None:
         match event:

@@ -110,16 +110,9 @@ class Store:
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(conn, ...)`` on a reader thread (WAL: readers never wait for the writer)."""
-
-        def run() -> T:
-            conn = self._reader()
-            conn.execute("BEGIN")
-            try:
-                return fn(conn, *args, **kwargs)
-            finally:
-                conn.execute("COMMIT")
-
-        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: self.read_now(fn, *args, **kwargs)
+        )
 
     def read_now(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
