@@ -49,9 +49,6 @@ def server_context() -> ssl.SSLContext:
 
 __all__ = ["CertInfo", "ServerTLS", "TLSError", "check_pair", "server_context"]
 
-# RFC 7468 §11 / OpenSSL's legacy form: both mean a passphrase we do not have
-_ENCRYPTED_KEY = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
-
 
 class _Encrypted(Exception):
     """Raised from OpenSSL's passphrase callback instead of letting it prompt on a terminal."""
@@ -97,10 +94,6 @@ def check_pair(
         info = read_der(chain[0])
     except CertificateFormatError as exc:
         raise TLSError(f"{cert_key}: {cert}: not a usable certificate ({exc})") from None
-    if any(marker in key_pem for marker in _ENCRYPTED_KEY):
-        raise TLSError(
-            f"{key_key}: {key}: the key is encrypted (passphrase-protected keys are not supported)"
-        )
     if b"PRIVATE KEY-----" not in key_pem:
         raise TLSError(f"{key_key}: {key}: no usable PEM private key in the file")
     with _snapshot(cert_pem, key_pem, scratch_dir) as (cert_file, key_file):
